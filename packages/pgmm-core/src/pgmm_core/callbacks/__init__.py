@@ -1,0 +1,1 @@
+"""Built-in training callbacks (objects implementing ``pgmm_on_*`` event hooks)."""

@@ -1,0 +1,104 @@
+"""The protocols components implement, and helpers they share.
+
+These are structural (``typing.Protocol``): a plugin's class needs no pgmm base class, only these
+attributes and methods. :mod:`pgmm_core.testing` checks them for every registered component.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+
+@runtime_checkable
+class VisionEncoder(Protocol):
+    """An image tower. ``forward(pixel_values: B×3×H×W) -> B×N×out_features`` (all tokens)."""
+
+    out_features: int
+    image_size: int
+    frozen: bool
+
+    def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """Turns vision tokens into a fixed number of query tokens: ``B×N×D -> B×Q×out_features``."""
+
+    out_features: int
+    num_query_tokens: int
+
+    def __call__(
+        self, vision_embeds: torch.Tensor, vision_mask: torch.Tensor | None = None
+    ) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """What the model needs from an LLM's tokenizer."""
+
+    bos_token_id: int
+    eos_token_id: int
+    pad_token_id: int
+    vocab_size: int
+
+    def encode(self, text: str, add_bos: bool = True) -> list[int]: ...
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str: ...
+
+
+@runtime_checkable
+class LLMBackend(Protocol):
+    """A causal language model driven by ``inputs_embeds``.
+
+    ``caption_loss`` follows the Hugging Face label convention (``labels[:, i]`` is the token at
+    position ``i``; ``-100`` is ignored) and must compute logits only where a label is set.
+    ``generate`` returns only the new token ids (``B * num_return_sequences`` lists), without EOS or
+    padding, decoding with exactly the settings given.
+    """
+
+    hidden_size: int
+    tokenizer: Tokenizer
+    frozen: bool
+
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor: ...
+
+    def caption_loss(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor: ...
+
+    def generate(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, settings: Any
+    ) -> list[list[int]]: ...
+
+
+def _stay_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:
+    return nn.Module.train(self, False)
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Freeze ``module``: no gradients, eval mode, and a ``train()`` that cannot switch it back.
+
+    A frozen tower must behave identically whatever the surrounding model's mode (dropout and
+    drop-path off), because its weights were trained that way and its outputs are not learned.
+    """
+    for param in module.parameters():
+        param.requires_grad_(False)
+    for sub in module.modules():
+        sub.train = types.MethodType(_stay_in_eval, sub)  # type: ignore[method-assign]
+    module.eval()
+    return module
+
+
+def is_frozen(module: nn.Module) -> bool:
+    return not any(p.requires_grad for p in module.parameters())
+
+
+def count_parameters(module: nn.Module) -> tuple[int, int]:
+    """(trainable, frozen) parameter counts."""
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
+    return trainable, frozen

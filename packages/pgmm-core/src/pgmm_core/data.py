@@ -1,0 +1,189 @@
+"""Loading for any registered dataset: mixing, resumable distributed sampling, collation, bad images.
+
+Datasets (from any plugin) are indexable objects returning dicts:
+
+* train items ``{"image": Tensor[3,H,W], "caption": str, "image_id": str}``;
+* eval items ``{"image": Tensor, "image_id": int, "references": list[str]}``;
+* an item that could not be read ``{"bad": "path: reason"}`` — it is dropped from the batch and
+  counted, so one corrupt JPEG never stops a run (and works across worker processes).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, Sampler
+
+from pgmm_core.errors import DataError
+
+
+class SeededItems(torch.utils.data.Dataset):
+    """Runs each item's random augmentation from a seed chosen by the sampler.
+
+    Augmentation then depends only on (seed, epoch, position) — not on which worker process loads
+    the item or how many items it loaded before — so a resumed run sees exactly the same crops and
+    flips as an uninterrupted one. The caller's global RNG is left untouched.
+    """
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        if isinstance(key, tuple):
+            index, seed = key
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return self.dataset[index]
+        return self.dataset[key]
+
+
+class ResumableSampler(Sampler[tuple[int, int]]):
+    """Deterministic per-epoch order, disjoint shards per rank, and an exact mid-epoch start.
+
+    The epoch's global order is a permutation drawn from ``seed + epoch`` (or, with ``weights``,
+    draws from several datasets in proportion). It is padded to a multiple of ``num_replicas`` (like
+    ``DistributedSampler``) and rank ``r`` takes positions ``r, r + R, …``. ``start`` skips that many
+    of this rank's samples: resuming at the recorded position replays nothing and skips nothing.
+    """
+
+    def __init__(self, sizes: Sequence[int], *, num_replicas: int = 1, rank: int = 0, seed: int = 0,
+                 shuffle: bool = True, weights: Sequence[float] | None = None) -> None:
+        if weights is not None and len(weights) != len(sizes):
+            raise DataError(f"data.train_weights has {len(weights)} entries for {len(sizes)} train datasets")
+        self.sizes = list(sizes)
+        self.offsets = [sum(self.sizes[:i]) for i in range(len(self.sizes))]
+        self.total = sum(self.sizes)
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.seed = seed
+        self.shuffle = shuffle
+        self.weights = list(weights) if weights is not None else None
+        self.epoch = 0
+        self.start = 0
+        self.per_rank = math.ceil(self.total / num_replicas) if self.total else 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch = epoch
+        self.start = start
+
+    def global_order(self) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        if self.weights is not None:
+            probs = torch.tensor(self.weights, dtype=torch.float64)
+            picks = torch.multinomial(probs / probs.sum(), self.total, replacement=True, generator=generator)
+            order = []
+            for ds in picks.tolist():
+                local = int(torch.randint(self.sizes[ds], (1,), generator=generator))
+                order.append(self.offsets[ds] + local)
+        elif self.shuffle:
+            order = torch.randperm(self.total, generator=generator).tolist()
+        else:
+            order = list(range(self.total))
+        padding = self.per_rank * self.num_replicas - len(order)
+        return order + order[:padding]
+
+    def sample_seed(self, position: int) -> int:
+        """Seed of the sample at ``position`` in this epoch's global order (for augmentation)."""
+        return ((self.seed * 1_000_003 + self.epoch) * 10_000_019 + position) % (2**63 - 1)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = self.global_order()
+        positions = range(self.rank, len(order), self.num_replicas)[self.start :]
+        return iter((order[p], self.sample_seed(p)) for p in positions)
+
+    def __len__(self) -> int:
+        return max(self.per_rank - self.start, 0)
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor
+    image_ids: list[Any]
+    captions: list[str] = field(default_factory=list)
+    references: list[list[str]] = field(default_factory=list)
+    bad: list[str] = field(default_factory=list)
+    size_before_drop: int = 0
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+
+def collate(items: list[dict[str, Any]]) -> Batch:
+    """Stack good items; keep the reasons of bad ones (an all-bad batch has no images)."""
+    good = [it for it in items if "bad" not in it]
+    bad = [it["bad"] for it in items if "bad" in it]
+    if not good:
+        return Batch(images=torch.empty(0), image_ids=[], bad=bad, size_before_drop=len(items))
+    return Batch(
+        images=torch.stack([it["image"] for it in good]),
+        image_ids=[it["image_id"] for it in good],
+        captions=[it["caption"] for it in good if "caption" in it],
+        references=[it["references"] for it in good if "references" in it],
+        bad=bad,
+        size_before_drop=len(items),
+    )
+
+
+@dataclass
+class BadImageTracker:
+    """Counts unreadable images per epoch and in total; stops the run past ``max_fraction``."""
+
+    max_fraction: float
+    seen: int = 0
+    bad: int = 0
+    epoch_bad: int = 0
+    examples: list[str] = field(default_factory=list)
+    min_seen_before_stop: int = 50
+
+    def update(self, batch: Batch) -> None:
+        self.seen += batch.size_before_drop
+        self.bad += len(batch.bad)
+        self.epoch_bad += len(batch.bad)
+        for reason in batch.bad:
+            if len(self.examples) < 10:
+                self.examples.append(reason)
+        if self.seen >= self.min_seen_before_stop and self.bad / max(self.seen, 1) > self.max_fraction:
+            raise DataError(
+                f"{self.bad} of {self.seen} images could not be read ({self.bad / self.seen:.1%} > "
+                f"data.max_bad_fraction {self.max_fraction:.1%}). Examples:\n  " + "\n  ".join(self.examples)
+            )
+
+    def end_epoch(self) -> int:
+        count, self.epoch_bad = self.epoch_bad, 0
+        return count
+
+
+def make_loader(datasets: Sequence[Any], sampler: Sampler[int] | None, *, batch_size: int, num_workers: int,
+                drop_last: bool, seed: int = 0) -> DataLoader:
+    dataset = datasets[0] if len(datasets) == 1 else ConcatDataset(list(datasets))
+    return DataLoader(
+        SeededItems(dataset),
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate,
+        drop_last=drop_last,
+        persistent_workers=False,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+class EvalShardSampler(Sampler[int]):
+    """Rank ``r`` evaluates items ``r, r + R, …`` (no padding: every image is scored exactly once)."""
+
+    def __init__(self, size: int, *, num_replicas: int = 1, rank: int = 0) -> None:
+        self.indices = list(range(rank, size, num_replicas))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)

@@ -1,0 +1,52 @@
+"""Errors that reach users as a message, not a traceback.
+
+Everything pgmm raises on purpose derives from :class:`PgmmError`; the command-line entry points
+print such errors plainly and exit with :attr:`PgmmError.exit_code`. Anything else is a bug and keeps
+its traceback.
+"""
+
+from __future__ import annotations
+
+
+class PgmmError(Exception):
+    """A problem the user can fix; its message says what and how."""
+
+    exit_code = 1
+
+
+class PluginError(PgmmError):
+    """A plugin is broken, missing or conflicts with another one."""
+
+    exit_code = 2
+
+
+class ConfigError(PgmmError):
+    """One or more problems in a configuration, each with its dotted path."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str], source: str | None = None) -> None:
+        self.problems = list(problems)
+        self.source = source
+        where = f"{source}: " if source else ""
+        count = len(self.problems)
+        header = f"{where}{count} problem{'s' if count != 1 else ''} in the configuration"
+        super().__init__(header + "\n" + "\n".join(f"  - {p}" for p in self.problems))
+
+
+class CheckpointError(PgmmError):
+    """A checkpoint is missing, incomplete, corrupt or belongs to another model."""
+
+    exit_code = 3
+
+
+class DeviceUnavailableError(PgmmError):
+    """The requested device backend cannot run on this machine; the message says why."""
+
+    exit_code = 4
+
+
+class DataError(PgmmError):
+    """Annotation files are malformed or too many images are unreadable."""
+
+    exit_code = 5

@@ -1,0 +1,115 @@
+"""COCO caption metrics with pycocoevalcap's scorers, offline.
+
+``COCOEvalCap.evaluate()`` is never called: it builds SPICE first, and SPICE downloads Stanford
+CoreNLP on first use. We run the PTB tokenizer and the BLEU, METEOR, ROUGE-L and CIDEr scorers
+ourselves, and SPICE only when its jars are already installed. The PTB tokenizer and METEOR need
+Java; without it, captions are tokenized by a simple rule (lowercase, punctuation removed) and METEOR
+is reported as unavailable rather than crashing the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+METRIC_ORDER = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
+_PUNCT = re.compile(r"[^\w\s]")
+
+
+def java_available(java: str = "java") -> bool:
+    return shutil.which(java) is not None
+
+
+def _simple_tokenize(captions: dict[Any, list[str]]) -> dict[Any, list[str]]:
+    return {k: [" ".join(_PUNCT.sub(" ", c.lower()).split()) for c in v] for k, v in captions.items()}
+
+
+def _spice_ready() -> bool:
+    try:
+        import pycocoevalcap.spice as spice_pkg
+    except ImportError:
+        return False
+    lib = Path(spice_pkg.__file__).parent / "lib"
+    return (lib / "stanford-corenlp-3.6.0.jar").is_file() and (lib / "stanford-corenlp-3.6.0-models.jar").is_file()
+
+
+def caption_metrics(predictions: dict[Any, str], references: dict[Any, list[str]], *,
+                    java: str = "java") -> dict[str, Any]:
+    """BLEU-1..4, METEOR, ROUGE-L, CIDEr (and SPICE when installed) for ``predictions`` keyed like
+    ``references``. Returns ``{metric: value}`` plus ``"unavailable": {metric: reason}``."""
+    missing = sorted(set(predictions) - set(references), key=str)
+    if missing:
+        raise ValueError(f"{len(missing)} predictions have no references (first: {missing[0]!r})")
+    ids = sorted(predictions, key=str)
+    gts_raw = {i: list(references[i]) for i in ids}
+    res_raw = {i: [predictions[i]] for i in ids}
+    has_java = java_available(java)
+    with _java_first_on_path(java if has_java else None):
+        return _score(gts_raw, res_raw, has_java, java)
+
+
+@contextlib.contextmanager
+def _java_first_on_path(java: str | None):
+    """pycocoevalcap runs plain ``java``; put the configured executable's directory first on PATH."""
+    if java is None:
+        yield
+        return
+    saved = os.environ.get("PATH", "")
+    os.environ["PATH"] = str(Path(shutil.which(java)).parent) + os.pathsep + saved
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = saved
+
+
+def _score(gts_raw: dict[Any, list[str]], res_raw: dict[Any, list[str]], has_java: bool,
+           java: str) -> dict[str, Any]:
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    unavailable: dict[str, str] = {}
+    if has_java:
+        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+        tokenizer = PTBTokenizer()
+        gts = tokenizer.tokenize({i: [{"caption": c} for c in caps] for i, caps in gts_raw.items()})
+        res = tokenizer.tokenize({i: [{"caption": c} for c in caps] for i, caps in res_raw.items()})
+    else:
+        gts, res = _simple_tokenize(gts_raw), _simple_tokenize(res_raw)
+        unavailable["tokenizer"] = "Java not found: PTB tokenizer replaced by lowercase + punctuation removal"
+    scores: dict[str, Any] = {}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    for n, value in enumerate(bleu, start=1):
+        scores[f"Bleu_{n}"] = float(value)
+    if has_java:
+        from pycocoevalcap.meteor.meteor import Meteor
+
+        meteor = Meteor()
+        try:
+            scores["METEOR"] = float(meteor.compute_score(gts, res)[0])
+        finally:
+            del meteor  # its __del__ stops the Java process
+    else:
+        unavailable["METEOR"] = f"Java ('{java}') not found; install a JRE (e.g. apt-get install openjdk-17-jre-headless)"
+    scores["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])
+    scores["CIDEr"] = float(Cider().compute_score(gts, res)[0])
+    if has_java and _spice_ready():
+        from pycocoevalcap.spice.spice import Spice
+
+        scores["SPICE"] = float(Spice().compute_score(gts, res)[0])
+    else:
+        unavailable["SPICE"] = "Stanford CoreNLP jars are not installed (SPICE would download them)"
+    scores["unavailable"] = unavailable
+    return scores
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    names = [m for m in METRIC_ORDER if m in metrics]
+    header = " | ".join(f"{n:>8}" for n in names)
+    values = " | ".join(f"{metrics[n] * 100:8.2f}" for n in names)
+    return f"{header}\n{values}"

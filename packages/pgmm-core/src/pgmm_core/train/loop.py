@@ -1,0 +1,377 @@
+"""The training loop: LAVIS stage-2 recipe, accumulation, mixed precision, DDP, eval, checkpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pgmm_core.config.loading import config_to_json
+from pgmm_core.data import BadImageTracker, ResumableSampler, make_loader
+from pgmm_core.devices.select import select_device_backend
+from pgmm_core.errors import CheckpointError, DataError
+from pgmm_core.evaluation import evaluate_dataset
+from pgmm_core.metrics import format_table
+from pgmm_core.metrics_expr import evaluate_metric_expression
+from pgmm_core.model import MultimodalModel, build_model
+from pgmm_core.run_state import RunView
+from pgmm_core.train import checkpoint as ckpt
+from pgmm_core.train import rng
+from pgmm_core.train.distributed import DistEnv, destroy_process_group, init_process_group
+from pgmm_core.train.logging import RunLogger
+from pgmm_core.train.optim import build_optimizer
+from pgmm_core.train.schedule import learning_rate
+
+
+@dataclass
+class Position:
+    """Where training stands: optimizer steps taken, epoch, and micro-batches consumed in the epoch."""
+
+    global_step: int = 0
+    epoch: int = 0
+    micro: int = 0
+
+
+def apply_precision_policy(model: MultimodalModel, policy: Any) -> None:
+    """Store frozen towers in the policy's dtype unless their own config pinned one."""
+    for part in (model.vision, model.llm):
+        if getattr(part, "frozen", False) and getattr(part, "follows_precision_policy", True):
+            part.to(policy.frozen_dtype)
+
+
+class Trainer:
+    def __init__(self, config: Any, *, resume: str | None = None) -> None:
+        self.config = config
+        self.host = config.host
+        self.resume = resume
+
+    # --- entry ------------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        self.env = DistEnv.from_environ()
+        self.backend = select_device_backend(self.config.device, self.host)  # fails before any work
+        self.device = self.backend.setup(self.env.local_rank)
+        init_process_group(self.env, self.backend.dist_backend, self.device)
+        try:
+            return self._run()
+        finally:
+            destroy_process_group()
+
+    # --- setup ------------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        cfg, t = self.config, self.config.train
+        self.out = Path(t.output_dir)
+        self.ckpt_root = self.out / "checkpoints"
+        self.collectives = self.backend.collectives
+        self.policy = self.backend.precision_policy()
+        rng.seed_everything(t.seed, self.backend)  # identical initialisation on every rank
+        self.model = build_model(cfg)
+        apply_precision_policy(self.model, self.policy)
+        self.model.to(self.device)
+        rng.seed_everything(t.seed + self.env.rank, self.backend)  # LAVIS: per-rank stream for dropout
+        image_size = self.model.vision.image_size
+        build = self.host.build
+        self.train_sets = [build("dataset", d, split="train", image_size=image_size) for d in cfg.data.train]
+        self.val_sets = [build("dataset", d, split="val", image_size=image_size) for d in cfg.data.val]
+        self.batch_size = cfg.data.batch_size
+        self.sampler = ResumableSampler([len(d) for d in self.train_sets], num_replicas=self.env.world_size,
+                                        rank=self.env.rank, seed=t.seed, weights=cfg.data.train_weights)
+        self.loader = make_loader(self.train_sets, self.sampler, batch_size=self.batch_size,
+                                  num_workers=cfg.data.num_workers, drop_last=True, seed=t.seed)
+        micro_per_epoch = self.sampler.per_rank // self.batch_size
+        self.steps_per_epoch = micro_per_epoch // t.accum_steps
+        if self.steps_per_epoch == 0:
+            raise DataError(
+                f"the train data ({self.sampler.total} samples over {self.env.world_size} rank(s)) is smaller than "
+                f"one optimizer step (batch_size {self.batch_size} x accum_steps {t.accum_steps})"
+            )
+        self.total_steps = self.steps_per_epoch * t.epochs
+        if t.max_steps is not None:
+            self.total_steps = min(self.total_steps, t.max_steps)
+        self.optimizer = build_optimizer(self.model, t)
+        self.scaler = self.policy.grad_scaler()
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.ddp: nn.Module = self.model
+        if self.env.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type != "cpu" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
+        self.tracker = BadImageTracker(cfg.data.max_bad_fraction)
+        self.best: dict[str, Any] | None = None
+        self.last_metrics: dict[str, Any] = {}
+        self.metrics_step = -1
+        self.saved_step = -1
+
+    # --- resume -----------------------------------------------------------------------------------
+
+    def _resume(self) -> Position:
+        if not self.resume or self.resume == "none":
+            return Position()
+        if self.resume == "auto":
+            found = ckpt.latest_complete(self.ckpt_root)
+            if found is None:
+                self._message(f"--resume auto: no complete checkpoint in {self.ckpt_root}; starting fresh")
+                return Position()
+            path = found[0]
+        else:
+            path = Path(self.resume)
+        shapes = {k: tuple(v.shape) for k, v in self.model.trainable_state_dict().items()}
+        weights, state, meta = ckpt.load_checkpoint(path, shapes)
+        missing, unexpected = self.model.load_state_dict(weights, strict=False)
+        if unexpected:
+            raise CheckpointError(f"{path}: unexpected weights {unexpected[:5]}")
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        rng_states = state["rng"]
+        if len(rng_states) != self.env.world_size:
+            self._message(f"resuming {len(rng_states)}-rank RNG state on {self.env.world_size} rank(s): "
+                          "data order is exact, dropout streams are re-seeded")
+            rng.seed_everything(self.config.train.seed + self.env.rank + meta["step"], self.backend)
+        else:
+            rng.restore(rng_states[self.env.rank], self.backend)
+        self.best = meta.get("best")
+        self.last_metrics = meta.get("metrics", {})
+        self.metrics_step = meta.get("metrics_step", -1)
+        self.saved_step = meta["step"]
+        self._message(f"resumed from {path} (step {meta['step']}, epoch {meta['epoch']}, "
+                      f"micro-batch {meta['micro']})")
+        return Position(meta["step"], meta["epoch"], meta["micro"])
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    def _run(self) -> dict[str, Any]:
+        self._build()
+        t = self.config.train
+        position = self._resume()
+        main = self.env.is_main
+        if main:
+            ckpt.atomic_write_text(self.out / "config.json", config_to_json(self.config))
+        self.logger = RunLogger(self.out, enabled=main, tensorboard=t.tensorboard,
+                                total_steps=self.total_steps, initial_step=position.global_step)
+        counts = self.model.parameter_counts()
+        self._message(f"device: {self.backend.describe()}; precision {self.policy.name}; "
+                      f"world size {self.env.world_size}")
+        self._message(f"parameters: {counts['trainable']:,} trainable, {counts['frozen']:,} frozen; "
+                      f"{self.total_steps} steps ({self.steps_per_epoch}/epoch), "
+                      f"global batch {self.batch_size * self.env.world_size * t.accum_steps}")
+        self.view = RunView(self.config, self.out, self.env.rank, self.env.world_size, self.model,
+                            step=position.global_step, epoch=position.epoch)
+        callback_names = self._register_callbacks()
+        losses: list[float] = []
+        try:
+            self.host.call_event("pgmm_on_train_start", run=self.view)
+            losses = self._epochs(position)
+            if self.metrics_step != self.view.step and self.val_sets:
+                self._evaluate(self.view.step, self.view.epoch)
+            if self.saved_step != self.view.step:
+                self._save(self._position_now())
+            summary = {"steps": self.view.step, "first_loss": losses[0] if losses else None,
+                       "last_loss": losses[-1] if losses else None, "metrics": self.last_metrics,
+                       "bad_images": self.tracker.bad, "stop_reason": self.view.stop_reason,
+                       "output_dir": str(self.out)}
+            if self.tracker.bad:
+                self._message(f"{self.tracker.bad} unreadable image(s) were skipped in total "
+                              f"(examples: {'; '.join(self.tracker.examples[:3])})")
+            self.host.call_event("pgmm_on_train_end", run=self.view, summary=summary)
+            return summary
+        finally:
+            for name in callback_names:
+                self.host.unregister(name)
+            self.logger.close()
+
+    def _register_callbacks(self) -> list[str]:
+        names = []
+        for i, cb_config in enumerate(self.config.train.callbacks):
+            name = f"run-callback-{i}-{cb_config.type}"
+            self.host.register(self.host.build("callback", cb_config), name=name)
+            names.append(name)
+        return names
+
+    def _epochs(self, start: Position) -> list[float]:
+        t = self.config.train
+        accum = t.accum_steps
+        micro_limit = self.steps_per_epoch * accum
+        losses: list[float] = []
+        window_loss, window_steps, window_samples = 0.0, 0, 0
+        window_start = time.perf_counter()
+        self.ddp.train()
+        for epoch in range(start.epoch, t.epochs):
+            first_micro = start.micro if epoch == start.epoch else 0
+            self.sampler.set_epoch(epoch, start=first_micro * self.batch_size)
+            self.view.epoch = epoch
+            micro = first_micro
+            step_loss = 0.0
+            for batch in self.loader:
+                if micro >= micro_limit:
+                    break
+                self.tracker.update(batch)
+                if micro % accum == 0:
+                    lr = learning_rate(t, epoch=epoch, step_in_epoch=micro // accum,
+                                       global_step=self.view.step, total_steps=self.total_steps)
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = lr
+                last_micro = (micro + 1) % accum == 0
+                sync = contextlib.nullcontext() if last_micro or self.ddp is self.model else self.ddp.no_sync()
+                with sync:
+                    loss = self._micro_loss(batch) / accum
+                    (self.scaler.scale(loss) if self.scaler else loss).backward()
+                step_loss += float(loss.detach())
+                window_samples += len(batch)
+                micro += 1
+                if not last_micro:
+                    continue
+                grad_norm = self._optimizer_step()
+                self.view.step += 1
+                losses.append(step_loss)
+                window_loss += step_loss
+                window_steps += 1
+                step_loss = 0.0
+                record: dict[str, Any] = {}
+                if self.view.step % t.log_every == 0 or self.view.step == self.total_steps:
+                    record = self._log_record(window_loss / window_steps, grad_norm, epoch,
+                                              window_samples, time.perf_counter() - window_start)
+                    window_loss, window_steps, window_samples = 0.0, 0, 0
+                    window_start = time.perf_counter()
+                self.logger.step(self.view.step, record)
+                self.host.call_event("pgmm_on_step_end", run=self.view, step=self.view.step, metrics=record)
+                done = self.view.step >= self.total_steps or self.view.stop_reason is not None
+                position = Position(self.view.step, epoch, micro) if micro < micro_limit else Position(
+                    self.view.step, epoch + 1, 0)
+                if t.eval_every and self.view.step % t.eval_every == 0 and self.val_sets:
+                    self._evaluate(self.view.step, epoch)
+                if t.save_every and self.view.step % t.save_every == 0:
+                    self._save(position)
+                if done:
+                    self._last_position = position
+                    return losses
+            bad = self.tracker.end_epoch()
+            if bad:
+                self._message(f"epoch {epoch}: skipped {bad} unreadable image(s)")
+            self._last_position = Position(self.view.step, epoch + 1, 0)
+            if t.eval_every is None and self.val_sets:
+                self._evaluate(self.view.step, epoch)
+            if t.save_every is None:
+                self._save(self._last_position)
+            if self.view.stop_reason is not None:
+                break
+        return losses
+
+    def _position_now(self) -> Position:
+        return getattr(self, "_last_position", Position(self.view.step, self.view.epoch, 0))
+
+    def _micro_loss(self, batch: Any) -> torch.Tensor:
+        if len(batch) == 0:  # every image in this batch was unreadable: keep DDP in step with zero grads
+            return sum(p.sum() * 0.0 for p in self.trainable)
+        with self.policy.autocast():
+            output = self.ddp(batch.images.to(self.device, non_blocking=True), batch.captions)
+        return output.loss
+
+    def _optimizer_step(self) -> float:
+        t = self.config.train
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if t.grad_clip is not None:
+            norm = torch.nn.utils.clip_grad_norm_(self.trainable, t.grad_clip)
+        else:
+            grads = [p.grad for p in self.trainable if p.grad is not None]
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])) \
+                if grads else torch.zeros(())
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(norm)
+
+    def _log_record(self, loss: float, grad_norm: float, epoch: int, samples: int, seconds: float) -> dict[str, Any]:
+        reduced = self.collectives.reduce_scalars({"loss": loss, "grad_norm": grad_norm}, op="avg",
+                                                  device=self.device)
+        total_samples = self.collectives.reduce_scalars({"samples": float(samples)}, op="sum",
+                                                        device=self.device)["samples"]
+        record = {
+            "epoch": epoch,
+            "loss": reduced["loss"],
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "grad_norm": reduced["grad_norm"],
+            "samples_per_s": total_samples / max(seconds, 1e-9),
+            **self.backend.memory_stats(),
+        }
+        if self.scaler is not None:
+            record["loss_scale"] = float(self.scaler.get_scale())
+        return record
+
+    # --- evaluation and checkpoints ---------------------------------------------------------------
+
+    def _evaluate(self, step: int, epoch: int) -> None:
+        cfg = self.config
+        merged: dict[str, Any] = {}
+        for i, dataset in enumerate(self.val_sets):
+            result = evaluate_dataset(
+                self.model, dataset, generation=cfg.eval.generation,
+                batch_size=cfg.data.eval_batch_size or cfg.data.batch_size, num_workers=cfg.data.num_workers,
+                device=self.device, policy=self.policy, collectives=self.collectives, java=cfg.eval.java,
+                max_images=cfg.eval.max_images, progress=self.env.is_main)
+            prefix = "" if i == 0 else f"{result.name}/"
+            merged.update({f"{prefix}{k}": v for k, v in result.metrics.items() if k != "unavailable"})
+            if self.env.is_main:
+                results_dir = self.out / "results"
+                text = json.dumps(result.results, ensure_ascii=False)
+                ckpt.atomic_write_text(results_dir / f"val{i}_step{step:06d}.json", text)
+                if i == 0:
+                    ckpt.atomic_write_text(self.out / "results.json", text)
+                self._message(f"eval {result.name} at step {step}:\n{format_table(result.metrics)}")
+                if result.metrics.get("unavailable"):
+                    self._message("  unavailable: " + "; ".join(f"{k}: {v}" for k, v in result.metrics["unavailable"].items()))
+        self.last_metrics, self.metrics_step = merged, step
+        if self.env.is_main:
+            history_path = self.out / "metrics.json"
+            history = json.loads(history_path.read_text()) if history_path.is_file() else []
+            history = [h for h in history if h["step"] < step] + [{"step": step, "epoch": epoch, **merged}]
+            ckpt.atomic_write_text(history_path, json.dumps(history, indent=2) + "\n")
+            self.logger.scalars("eval", step, merged)
+        self.host.call_event("pgmm_on_eval_end", run=self.view, step=step, metrics=merged)
+
+    def _save(self, position: Position) -> None:
+        t = self.config.train
+        rng_states = self.collectives.all_gather_object(self.backend.to_serializable(rng.capture(self.backend)))
+        self.saved_step = position.global_step
+        if not self.env.is_main:
+            return
+        metrics = self.last_metrics if self.metrics_step == position.global_step else {}
+        value = evaluate_metric_expression(t.best_metric, metrics) if metrics else None
+        if value is not None and (self.best is None or value > self.best["value"]):
+            self.best = {"step": position.global_step, "metric": t.best_metric, "value": value}
+        state = {
+            "optimizer": self.backend.to_serializable(self.optimizer.state_dict()),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": rng_states,
+        }
+        meta = {"epoch": position.epoch, "micro": position.micro, "metrics": metrics,
+                "metrics_step": self.metrics_step, "best": self.best, "world_size": self.env.world_size,
+                "batch_size": self.batch_size, "created": time.time()}
+        path = ckpt.save_checkpoint(self.ckpt_root, position.global_step,
+                                    self.backend.to_serializable(self.model.trainable_state_dict()), state, meta)
+        protect = {path}
+        if self.best is not None:
+            protect.add(self.ckpt_root / f"step-{self.best['step']:06d}")
+            ckpt.atomic_write_text(self.ckpt_root / "best.json", json.dumps(self.best, indent=2) + "\n")
+        ckpt.prune(self.ckpt_root, t.keep_last, protect)
+        self.host.call_event("pgmm_on_checkpoint_saved", run=self.view, step=position.global_step, path=str(path))
+
+    def _message(self, text: str) -> None:
+        if self.env.is_main:
+            logger = getattr(self, "logger", None)
+            if logger is not None:
+                logger.message(text)
+            else:
+                print(text, flush=True)

@@ -1,0 +1,63 @@
+"""Config models of pgmm-pangu's LLM backends (pydantic only: importing this never imports torch)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from pgmm_core.config.sections import ComponentConfig
+
+Dtype = Literal["fp32", "bf16", "fp16"]
+
+
+class OpenPanguConfig(ComponentConfig):
+    """openPangu-Embedded loaded natively into transformers' Llama classes (no remote code)."""
+
+    type: Literal["openpangu"] = "openpangu"
+    path: str = Field(..., min_length=1, description="The release directory (config.json, shards, tokenizer.model).")
+    dtype: Dtype | None = Field(
+        None, description="Weight dtype; default: the device precision policy's (fp32 unless bf16/fp16)."
+    )
+    freeze: bool = True
+    grad_checkpointing: bool = False
+    loss_chunk_tokens: int = Field(
+        0, ge=0, description="Target tokens per LM-head chunk in the loss; 0 picks it from the vocab size."
+    )
+
+
+class TinyOpenPanguConfig(ComponentConfig):
+    """A random-weight openPangu-layout checkpoint, written on first use, then loaded like the real one.
+
+    For demos and tests: the directory has exactly the release layout (config.json, safetensors shards
+    with an index, a SentencePiece tokenizer.model, tokenizer_config.json).
+    """
+
+    type: Literal["tiny_openpangu"] = "tiny_openpangu"
+    path: str | None = Field(None, description="Where to create/load it; default: a cache directory keyed by the sizes.")
+    hidden_size: int = Field(64, gt=0)
+    intermediate_size: int = Field(160, gt=0)
+    num_layers: int = Field(2, gt=0)
+    num_heads: int = Field(4, gt=0)
+    num_kv_heads: int = Field(2, gt=0)
+    vocab_size: int = Field(512, ge=300, description="SentencePiece vocabulary trained on a caption corpus.")
+    seed: int = 0
+    pretrain_steps: int = Field(
+        0, ge=0, description="Train the random model on the caption corpus first (a frozen LLM must know the language)."
+    )
+    dtype: Dtype | None = None
+    freeze: bool = True
+    grad_checkpointing: bool = False
+    loss_chunk_tokens: int = Field(0, ge=0)
+
+
+class HfCausalLMConfig(ComponentConfig):
+    """Any local transformers causal LM directory (Llama, Qwen2, OPT, …) via AutoModelForCausalLM."""
+
+    type: Literal["hf_causal_lm"] = "hf_causal_lm"
+    path: str = Field(..., min_length=1, description="A local model directory; nothing is downloaded.")
+    dtype: Dtype | None = None
+    freeze: bool = True
+    grad_checkpointing: bool = False
+    eos_token: str | None = Field(None, description="Override the tokenizer's EOS token (e.g. '\\n' for OPT captions).")
+    loss_chunk_tokens: int = Field(0, ge=0)

@@ -1,0 +1,109 @@
+"""Config models of pgmm-vision's components (pydantic only: importing this never imports torch)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from pgmm_core.config.sections import ComponentConfig
+
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+class EvaViTGConfig(ComponentConfig):
+    """EVA-ViT-g as LAVIS builds it, on timm's ``Eva``.
+
+    The architecture fields default to EVA-ViT-g (depth 39 of EVA-CLIP-g's 40, 1408 wide, 16 heads,
+    MLP 6144, patch 14). Smaller values build an EVA tower of the same design, for tests and demos.
+    """
+
+    type: Literal["eva_vit_g"] = "eva_vit_g"
+    image_size: int = Field(224, gt=0, description="Input size; pos_embed is interpolated from the checkpoint's.")
+    checkpoint: str | None = Field(
+        None,
+        description="eva_vit_g.pth (flat LAVIS state dict) or a BLIP-2 checkpoint with visual_encoder.* keys.",
+    )
+    freeze: bool = Field(True, description="Frozen: eval mode, no gradients, run under no_grad.")
+    precision: Precision | None = Field(
+        None, description="Dtype of the frozen tower; default: the device precision policy's."
+    )
+    grad_checkpointing: bool = False
+    fused_attention: bool = Field(
+        True, description="timm's fused SDPA attention; false gives LAVIS' explicit softmax bit for bit."
+    )
+    patch_size: int = Field(14, gt=0)
+    embed_dim: int = Field(1408, gt=0)
+    depth: int = Field(39, gt=0)
+    num_heads: int = Field(16, gt=0)
+    mlp_dim: int = Field(6144, gt=0)
+    drop_path_rate: float = Field(0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> EvaViTGConfig:
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if self.precision not in (None, "fp32") and not self.freeze:
+            raise ValueError("a trainable tower must keep precision fp32 (use device.precision for autocast)")
+        return self
+
+
+class TimmEncoderConfig(ComponentConfig):
+    """Any timm model as the vision tower; its token features (``forward_features``) are used."""
+
+    type: Literal["timm"] = "timm"
+    model_name: str = Field(..., min_length=1, description="A timm model name, e.g. vit_base_patch16_224.")
+    checkpoint: str | None = Field(None, description="Local weights file (.safetensors/.pth/.bin); never downloaded.")
+    image_size: int | None = Field(None, gt=0, description="Input size; default: the model's own.")
+    model_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra timm.create_model arguments.")
+    freeze: bool = True
+    precision: Precision | None = None
+    grad_checkpointing: bool = False
+
+
+class QFormerConfig(ComponentConfig):
+    """The BLIP-2 Q-Former (transformers' ``Blip2QFormerModel``), query path only."""
+
+    type: Literal["qformer"] = "qformer"
+    num_query_tokens: int = Field(32, gt=0)
+    hidden_size: int = Field(768, gt=0)
+    num_layers: int = Field(12, gt=0)
+    num_heads: int = Field(12, gt=0)
+    intermediate_size: int = Field(3072, gt=0)
+    cross_attention_freq: int = Field(2, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    attention_dropout: float = Field(0.1, ge=0, lt=1)
+    checkpoint: str | None = Field(
+        None, description="blip2_pretrained.pth (LAVIS) or a transformers BLIP-2 weight file."
+    )
+    bert_init: str | None = Field(None, description="Initialise from a local bert-base checkpoint directory.")
+    freeze: bool = False
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> QFormerConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        return self
+
+
+class LinearProjectorConfig(ComponentConfig):
+    type: Literal["linear"] = "linear"
+
+
+MLP_GELU_NAMES = ("mlp2x_gelu", "mlp3x_gelu", "mlp4x_gelu", "mlp5x_gelu", "mlp6x_gelu")
+
+
+class MlpGeluProjectorConfig(ComponentConfig):
+    """LLaVA's ``mlp{N}x_gelu``: N Linear layers with GELU between them; ``mlp2x_gelu`` is the seed's."""
+
+    type: Literal["mlp2x_gelu", "mlp3x_gelu", "mlp4x_gelu", "mlp5x_gelu", "mlp6x_gelu"] = "mlp2x_gelu"
+
+    @property
+    def depth(self) -> int:
+        return int(self.type[3:].split("x", 1)[0])
+
+
+class IdentityProjectorConfig(ComponentConfig):
+    type: Literal["identity"] = "identity"
