@@ -14,6 +14,7 @@ about NPU kernels, memory or HCCL performance.
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -33,8 +34,12 @@ def _outcome(action):
     return ("ok", value)
 
 
-def _collective_scenarios():
-    """Every collective once plain and once through the npu backend's rules."""
+def _collective_scenarios(store_file: str):
+    """Every collective once plain and once through the npu backend's rules.
+
+    Rendezvous through a file store: the trainer afterwards uses torchrun's MASTER_ADDR/MASTER_PORT,
+    and a rank that re-initialised early must not find this group's store still alive there.
+    """
     import torch
     import torch.distributed as dist
 
@@ -43,7 +48,8 @@ def _collective_scenarios():
     from pgmm_core.devices.collectives import Collectives, to_serializable
 
     fake_hccl.register_fake_hccl()
-    dist.init_process_group("hccl")
+    dist.init_process_group("hccl", init_method=f"file://{store_file}", rank=int(os.environ["RANK"]),
+                            world_size=int(os.environ["WORLD_SIZE"]))
     rank = dist.get_rank()
     safe = Collectives(HCCL_RULES, device=torch.device("cpu"))
     f64 = torch.tensor([0.5, 1.25], dtype=torch.float64) * (rank + 1)  # ranks: [.5, 1.25], [1, 2.5]
@@ -120,8 +126,8 @@ def _train(config_path: str):
     return {"summary": summary, "backend": seen.get("backend"), "calls": calls}
 
 
-def _on_each_rank(config_path: str):
-    return {"collectives": _collective_scenarios(), "training": _train(config_path)}
+def _on_each_rank(config_path: str, store_file: str):
+    return {"collectives": _collective_scenarios(store_file), "training": _train(config_path)}
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +137,7 @@ def launch(tmp_path_factory):
                          train={"max_steps": 2, "log_every": 1, "save_every": 2})
     config["data"]["val"] = []  # evaluation gathers with all_gather_object, exercised by the RNG states
     path = write_config(tmp / "config.json", config)
-    return tmp / "run", run_ranks(_on_each_rank, 2, args=(str(path),), timeout=240)
+    return tmp / "run", run_ranks(_on_each_rank, 2, args=(str(path), str(tmp / "store")), timeout=240)
 
 
 @pytest.fixture(scope="module")

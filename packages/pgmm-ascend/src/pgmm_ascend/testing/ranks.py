@@ -57,12 +57,14 @@ def run_ranks(target: Callable[..., Any], world_size: int = 2, *, args: Sequence
                 [sys.executable, "-c", CHILD, source, target.__name__, str(work / "args.pkl"),
                  str(work / f"rank{rank}.pkl")], env=rank_env, stdout=log, stderr=subprocess.STDOUT))
         deadline = time.monotonic() + timeout
+        timed_out = False
         try:
             while True:
                 codes = [p.poll() for p in procs]
                 if all(code is not None for code in codes):
                     break
-                if time.monotonic() > deadline or any(code not in (None, 0) for code in codes):
+                timed_out = time.monotonic() > deadline
+                if timed_out or any(code not in (None, 0) for code in codes):
                     break  # a failed rank leaves the others waiting in a collective: stop them all
                 time.sleep(0.05)
         finally:
@@ -77,7 +79,8 @@ def run_ranks(target: Callable[..., Any], world_size: int = 2, *, args: Sequence
                 f"--- rank {r} (exit {p.returncode}{', killed' if p.returncode and p.returncode < 0 else ''}) ---\n"
                 + (work / f"rank{r}.log").read_text(errors="replace")[-6000:]
                 for r, p in enumerate(procs))
-            raise RankFailed(f"{target.__name__} failed on {world_size} rank(s):\n{report}")
+            why = f"timed out after {timeout:.0f} s" if timed_out else "failed"
+            raise RankFailed(f"{target.__name__} {why} on {world_size} rank(s):\n{report}")
         return [pickle.loads((work / f"rank{r}.pkl").read_bytes()) for r in range(world_size)]
 
 
