@@ -26,17 +26,17 @@ def run_guarded(action: Callable[[], int]) -> int:
         return 130
 
 
-def _host() -> Any:
+def _host(*, warn_failures: bool = True) -> Any:
     from pgmm_core.plugins import PluginHost
 
-    return PluginHost()
+    return PluginHost(warn_failures=warn_failures)
 
 
 # --- plugins ------------------------------------------------------------------------------------------
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    host = _host()
+    host = _host(warn_failures=False)  # failed plugins are listed below, with their errors
     plugins = host.plugins
     availability = _availability(host)
     if args.json:

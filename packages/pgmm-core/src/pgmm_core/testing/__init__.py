@@ -1,7 +1,10 @@
-"""Helpers for testing pgmm and pgmm plugins: tiny configs, fresh plugin hosts, fake installs.
+"""Helpers for testing pgmm and pgmm plugins: tiny configs, fake installs, contract suites.
 
 Nothing here downloads anything; every model and dataset is tiny and built on the fly in the real
-on-disk formats.
+on-disk formats. The contract suites (``VisionEncoderContract`` and the others, from
+:mod:`pgmm_core.testing.contracts`) need pytest and are imported on first use, so that importing
+this module never requires pytest. The opt-in pytest plugin is
+:mod:`pgmm_core.testing.pytest_plugin`.
 """
 
 from __future__ import annotations
@@ -75,3 +78,15 @@ def install_fake_distribution(site_dir: str | Path, name: str, version: str, mod
 def add_to_path(site_dir: str | Path) -> None:
     if str(site_dir) not in sys.path:
         sys.path.insert(0, str(site_dir))
+
+
+_CONTRACTS = ("CallbackContract", "ConnectorContract", "DatasetContract", "DeviceBackendContract",
+              "LLMBackendContract", "ProjectorContract", "VisionEncoderContract")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CONTRACTS:
+        from pgmm_core.testing import contracts
+
+        return getattr(contracts, name)
+    raise AttributeError(f"module 'pgmm_core.testing' has no attribute {name!r}")
