@@ -44,7 +44,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     from pgmm_core.plugins import PluginHost
 
     try:
-        plugins = PluginHost(environ={}).plugins
+        plugins = PluginHost(environ={}, warn_failures=False).plugins
     except Exception as exc:  # a duplicate component name, say: show it, let the tests tell the rest
         return [f"pgmm plugins: could not be listed: {type(exc).__name__}: {exc}"]
     lines = ["pgmm plugins: " + ", ".join(
