@@ -42,7 +42,7 @@ SLOTS: dict[str, tuple[tuple[Any, ...], ...]] = {
     "device": (("device",),),
     "callback": (("train", "callbacks", 0),),
 }
-"""Where in a config each kind of component goes (the first path is the one contracts fill)."""
+"""Where in a config each kind of component goes (the slot check fills every path listed)."""
 
 _IMPORT_CHECK = textwrap.dedent(
     """
