@@ -37,7 +37,7 @@ def test_example_config_validates_with_the_plugin_installed(environment):
 
 
 def test_example_plugin_own_tests_pass(environment):
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir",
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rootdir",
                              str(EXAMPLE), str(EXAMPLE / "tests")],
                             capture_output=True, text=True, env=environment, timeout=600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

@@ -30,7 +30,8 @@ def write_demo_folder(root: str | Path, *, split: str, count: int, size: int = 6
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pgmm_example_plugin.demo_folder", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pgmm_example_plugin.demo_folder",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("out")
     parser.add_argument("--train", type=int, default=64, help="training images (default 64)")
     parser.add_argument("--val", type=int, default=8, help="validation images (default 8)")

@@ -70,7 +70,8 @@ class ImageFolderCaptions:
         except OSError as exc:  # missing, truncated or not an image at all
             return {"bad": f"{self.root / image_path}: {exc}"}
         if caption is not None:
-            return {"image": pixels, "caption": blip_caption(caption, self.max_words), "image_id": Path(image_path).stem}
+            return {"image": pixels, "caption": blip_caption(caption, self.max_words),
+                    "image_id": Path(image_path).stem}
         return {"image": pixels, "image_id": entry,
                 "references": [blip_caption(c, self.max_words) for c in captions]}
 

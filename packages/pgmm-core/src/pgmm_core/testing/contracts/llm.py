@@ -53,7 +53,8 @@ class LLMBackendContract(ComponentContract):
 
         backend = component_instance
         assert isinstance(backend, nn.Module)
-        assert isinstance(backend, LLMBackend), "needs hidden_size, tokenizer, frozen, embed_tokens, caption_loss, generate"
+        assert isinstance(backend, LLMBackend), (
+            "needs hidden_size, tokenizer, frozen, embed_tokens, caption_loss and generate")
         assert isinstance(backend.hidden_size, int) and backend.hidden_size > 0
         assert isinstance(backend.frozen, bool)
         assert "freeze" in type(component_config).model_fields, "LLM configs have a `freeze: bool` field"
