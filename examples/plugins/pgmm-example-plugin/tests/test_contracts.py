@@ -28,7 +28,8 @@ class TestResNetTokens(VisionEncoderContract):
 
     component = "cnn_tokens"
     distribution = "pgmm-example-plugin"
-    config = {"model_name": "resnet10t", "image_size": 64, "model_kwargs": {"stem_width": 8}}
+    config = {"model_name": "resnet10t", "image_size": 64,
+              "model_kwargs": {"stem_width": 8, "channels": [8, 16, 32, 64]}}
 
 
 class TestImageFolderCaptions(DatasetContract):
