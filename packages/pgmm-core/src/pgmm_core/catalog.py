@@ -22,7 +22,7 @@ FIRST_PARTY: dict[str, dict[str, str]] = {
         "synthetic_shapes": "pgmm-data",
     },
     "device": {"cpu": "pgmm-core", "cuda": "pgmm-core", "auto": "pgmm-core", "npu": "pgmm-ascend"},
-    "callback": {},
+    "callback": {"early_stopping": "pgmm-core"},
 }
 
 

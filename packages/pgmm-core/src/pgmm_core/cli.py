@@ -36,17 +36,17 @@ def run_guarded(action: Callable[[], int]) -> int:
         return DeviceUnavailableError.exit_code
 
 
-def _host() -> Any:
+def _host(*, warn_failures: bool = True) -> Any:
     from pgmm_core.plugins import PluginHost
 
-    return PluginHost()
+    return PluginHost(warn_failures=warn_failures)
 
 
 # --- plugins ------------------------------------------------------------------------------------------
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    host = _host()
+    host = _host(warn_failures=False)  # failed plugins are listed below, with their errors
     plugins = host.plugins
     availability = _availability(host)
     if args.json:

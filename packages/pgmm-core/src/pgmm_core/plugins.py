@@ -11,13 +11,19 @@ Environment variables (read when the host is created):
 ``PGMM_LOAD_PLUGINS``
     Comma-separated allow-list; when set, only these load (pgmm-core's own built-ins always load).
 ``PGMM_TRACE_PLUGINS``
-    ``1`` prints every hook call (plugin, distribution, duration) to stderr.
+    ``1`` prints every entry-point import and every hook call (plugin, distribution, duration) to
+    stderr.
+
+A plugin that fails (its import raises, a registration hook raises, it implements a misspelt hook)
+is marked ``failed`` with the error, its components are left out, and a warning naming it and its
+distribution is logged once per host; ``python -m pgmm_core plugins`` lists it with the error.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib.metadata
+import logging
 import os
 import sys
 import time
@@ -30,6 +36,8 @@ import pluggy
 from pgmm_core import hookspecs
 from pgmm_core.errors import PluginError
 from pgmm_core.registry import Provider, Registrar, Registry
+
+logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "pgmm"
 CORE_DISTRIBUTION = "pgmm-core"
@@ -79,7 +87,8 @@ class PluginHost:
     """Loads the ``pgmm`` entry points and answers "which components exist and who provides them".
 
     ``load_entry_points=False`` gives an empty host for tests; :meth:`register` adds in-process
-    plugins through exactly the same path the entry points take.
+    plugins through exactly the same path the entry points take. ``warn_failures=False`` keeps
+    failed plugins out of the log (for ``plugins``, which lists them anyway).
     """
 
     def __init__(
@@ -87,6 +96,7 @@ class PluginHost:
         *,
         load_entry_points: bool = True,
         environ: Mapping[str, str] | None = None,
+        warn_failures: bool = True,
     ) -> None:
         env = os.environ if environ is None else environ
         self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
@@ -96,6 +106,8 @@ class PluginHost:
         self._commands: Any = None
         self._config_model: Any = None
         self._trace = env.get("PGMM_TRACE_PLUGINS", "") not in ("", "0", "false", "no")
+        self._warn_failures = warn_failures
+        self._warned: set[str] = set()
         self._disabled = _split_names(env.get("PGMM_DISABLE_PLUGINS"))
         allowed = env.get("PGMM_LOAD_PLUGINS")
         self._allowed = None if allowed is None else _split_names(allowed)
@@ -122,12 +134,17 @@ class PluginHost:
             self._infos[ep.name] = info
             if not self._wanted(ep.name, dist):
                 info.status = "disabled"
+                self._trace_line(f"skip {ep.name} ({dist} {version}): disabled (PGMM_DISABLE/LOAD_PLUGINS)")
                 continue
+            started = time.perf_counter()
             try:
                 plugin = ep.load()
             except Exception as exc:  # a broken plugin must not take the others down
                 info.status, info.error = "failed", f"import failed: {type(exc).__name__}: {exc}"
                 continue
+            finally:
+                elapsed = (time.perf_counter() - started) * 1000
+                self._trace_line(f"load {ep.name} = {ep.value} ({dist} {version}) {elapsed:.2f} ms")
             self._register_checked(plugin, info)
 
     def _wanted(self, name: str, dist: str | None) -> bool:
@@ -190,7 +207,26 @@ class PluginHost:
         """Component registries by kind, collected on first use."""
         if self._registries is None:
             self._registries = self._collect()
+            self._warn_about_failures()
         return self._registries
+
+    def failed(self) -> list[PluginInfo]:
+        """Plugins that could not be loaded or registered, each with its error."""
+        self.registries()
+        return [info for info in self._infos.values() if info.status == "failed"]
+
+    def _warn_about_failures(self) -> None:
+        if not self._warn_failures:
+            return
+        for key, info in self._infos.items():
+            if info.status != "failed" or key in self._warned:
+                continue
+            self._warned.add(key)
+            logger.warning(
+                "pgmm: warning: plugin '%s' from %s failed and is skipped: %s "
+                "(`python -m pgmm_core plugins` lists every plugin; PGMM_DISABLE_PLUGINS=%s silences this)",
+                info.name, _describe_distribution(info), info.error, info.name,
+            )
 
     def registry(self, kind: str) -> Registry:
         try:
@@ -217,9 +253,18 @@ class PluginHost:
 
             registrar = CommandRegistrar()
             for plugin_name, impl in self._impls("pgmm_register_commands"):
-                registrar.provider = self._infos[plugin_name].provider
-                self._call_impl(impl, plugin_name, {"registrar": registrar}, "pgmm_register_commands")
+                info = self._infos.get(plugin_name)
+                registrar.provider = info.provider if info else Provider(plugin_name)
+                before = dict(registrar.commands)
+                try:
+                    self._call_impl(impl, plugin_name, {"registrar": registrar}, "pgmm_register_commands")
+                except Exception as exc:  # its commands are dropped, everyone else's stay
+                    registrar.commands = before
+                    if info is not None:
+                        info.status = "failed"
+                        info.error = f"pgmm_register_commands raised {type(exc).__name__}: {exc}"
             self._commands = registrar
+            self._warn_about_failures()
         return self._commands
 
     # --- hook calling ------------------------------------------------------------------------------
@@ -236,17 +281,22 @@ class PluginHost:
     def _call_impl(self, impl: Any, plugin_name: str, kwargs: dict[str, Any], hook_name: str) -> Any:
         args = [kwargs[arg] for arg in impl.argnames]
         started = time.perf_counter()
+        outcome = "ok"
         try:
             return impl.function(*args)
+        except BaseException as exc:
+            outcome = f"raised {type(exc).__name__}"
+            raise
         finally:
             if self._trace:
                 info = self._infos.get(plugin_name)
                 dist = f" ({info.distribution} {info.version})" if info and info.distribution else ""
                 elapsed = (time.perf_counter() - started) * 1000
-                print(
-                    f"[pgmm trace] {hook_name} -> {plugin_name}{dist} {elapsed:.2f} ms",
-                    file=sys.stderr,
-                )
+                self._trace_line(f"{hook_name} -> {plugin_name}{dist} {elapsed:.2f} ms {outcome}")
+
+    def _trace_line(self, text: str) -> None:
+        if self._trace:
+            print(f"[pgmm trace] {text}", file=sys.stderr, flush=True)
 
     def call_event(self, hook_name: str, **kwargs: Any) -> None:
         """Call an event hook on every plugin in registration order.
@@ -307,6 +357,12 @@ class PluginHost:
 def _dist_name(ep: importlib.metadata.EntryPoint) -> str | None:
     dist = getattr(ep, "dist", None)
     return dist.metadata["Name"] if dist is not None else None
+
+
+def _describe_distribution(info: PluginInfo) -> str:
+    if info.distribution:
+        return f"{info.distribution} {info.version}" if info.version else info.distribution
+    return "an in-process registration"
 
 
 def _module_name(plugin: object) -> str | None:

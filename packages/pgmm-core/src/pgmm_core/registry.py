@@ -15,7 +15,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel
 
-from pgmm_core.errors import PluginError
+from pgmm_core.errors import PgmmError, PluginError
 
 KIND_LABELS: dict[str, str] = {
     "vision": "vision encoder",
@@ -87,8 +87,22 @@ class ComponentSpec:
         return probe()
 
     def build(self, config: BaseModel, **context: Any) -> Any:
-        """Construct the component from its validated config and the kind's context arguments."""
-        return self.resolve_factory()(config, **context)
+        """Construct the component from its validated config and the kind's context arguments.
+
+        A :class:`PgmmError` is the factory telling the user what to fix and passes unchanged; any
+        other exception is a bug somewhere, so it keeps its traceback and gains a note naming the
+        component and the distribution that provides it.
+        """
+        factory = self.resolve_factory()
+        try:
+            return factory(config, **context)
+        except PgmmError:
+            raise
+        except Exception as exc:
+            if hasattr(exc, "add_note"):  # Python 3.11+
+                exc.add_note(f"raised while building {KIND_LABELS[self.kind]} '{self.name}' provided by "
+                             f"{self.provider}")
+            raise
 
 
 def literal_values(config_model: type[BaseModel]) -> tuple[str, ...]:

@@ -1,7 +1,10 @@
-"""Helpers for testing pgmm and pgmm plugins: tiny configs, fresh plugin hosts, fake installs.
+"""Helpers for testing pgmm and pgmm plugins: tiny configs, fake installs, contract suites.
 
 Nothing here downloads anything; every model and dataset is tiny and built on the fly in the real
-on-disk formats.
+on-disk formats. The contract suites (``VisionEncoderContract`` and the others, from
+:mod:`pgmm_core.testing.contracts`) need pytest and are imported on first use, so that importing
+this module never requires pytest. The opt-in pytest plugin is
+:mod:`pgmm_core.testing.pytest_plugin`.
 """
 
 from __future__ import annotations
@@ -104,3 +107,15 @@ def final_weights(run_dir: Path) -> dict[str, Any]:
 
     last = sorted((run_dir / "checkpoints").glob("step-*"))[-1]
     return load_file(str(last / "model.safetensors"))
+
+
+_CONTRACTS = ("CallbackContract", "ConnectorContract", "DatasetContract", "DeviceBackendContract",
+              "LLMBackendContract", "ProjectorContract", "VisionEncoderContract")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CONTRACTS:
+        from pgmm_core.testing import contracts
+
+        return getattr(contracts, name)
+    raise AttributeError(f"module 'pgmm_core.testing' has no attribute {name!r}")

@@ -1,0 +1,7 @@
+"""An example pgmm plugin: ``cnn_tokens`` (a vision encoder) and ``image_folder_captions`` (a dataset).
+
+Importing this package imports nothing heavy; pgmm finds the plugin through the ``pgmm`` entry point
+declared in ``pyproject.toml`` (``example = "pgmm_example_plugin.plugin"``).
+"""
+
+__version__ = "0.1.0"

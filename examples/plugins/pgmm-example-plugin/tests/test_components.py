@@ -1,0 +1,82 @@
+"""What the contracts cannot know about these components: local weights, the captions file format,
+unreadable images."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pgmm_core.errors import CheckpointError, DataError
+from pgmm_example_plugin.configs import CnnTokensConfig, ImageFolderCaptionsConfig
+from pgmm_example_plugin.demo_folder import write_demo_folder
+from pgmm_example_plugin.encoder import build_cnn_tokens
+from pgmm_example_plugin.folder import build_image_folder_captions
+
+KWARGS = {"depths": [1, 1, 1, 1], "dims": [16, 32, 48, 64]}
+
+
+def test_tokens_are_the_flattened_feature_map():
+    encoder = build_cnn_tokens(CnnTokensConfig(model_name="convnext_atto", image_size=64, model_kwargs=KWARGS,
+                                               position_embedding=False)).eval()
+    pixels = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        tokens = encoder(pixels)
+        feature_map = encoder.backbone.forward_features(pixels)
+    assert tokens.shape == (2, 4, 64)  # stride 32: a 2×2 grid of 64-wide features
+    torch.testing.assert_close(tokens[:, 1], feature_map[:, :, 0, 1])  # row-major positions
+
+
+def test_local_weights_are_loaded(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    source = timm.create_model("convnext_atto", pretrained=False, **KWARGS)  # with its classifier head
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, tmp_path / "weights.safetensors")
+    encoder = build_cnn_tokens(CnnTokensConfig(model_name="convnext_atto", model_kwargs=KWARGS,
+                                               checkpoint=str(tmp_path / "weights.safetensors")))
+    for name, value in encoder.backbone.state_dict().items():
+        torch.testing.assert_close(value, source.state_dict()[name], rtol=0, atol=0)
+
+
+def test_checkpoint_problems_are_clear(tmp_path):
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        build_cnn_tokens(CnnTokensConfig(model_name="convnext_atto", checkpoint=str(tmp_path / "none.pth")))
+    import timm
+    from safetensors.torch import save_file
+
+    other = timm.create_model("convnext_atto", pretrained=False, depths=[1, 1, 1, 1], dims=[16, 32, 48, 80])
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, tmp_path / "other.safetensors")
+    with pytest.raises(CheckpointError, match="does not fit convnext_atto"):
+        build_cnn_tokens(CnnTokensConfig(model_name="convnext_atto", model_kwargs=KWARGS,
+                                         checkpoint=str(tmp_path / "other.safetensors")))
+
+
+def test_train_samples_are_captions_and_eval_samples_are_images(tmp_path):
+    folder = write_demo_folder(tmp_path, split="val", count=3, size=32)
+    config = ImageFolderCaptionsConfig(root=str(folder))
+    captions = json.loads((folder / "captions.json").read_text())
+    train = build_image_folder_captions(config, split="train", image_size=32)
+    val = build_image_folder_captions(config, split="val", image_size=32)
+    assert len(train) == sum(len(c) for c in captions.values()) and len(val) == 3
+    first = sorted(captions)[0]
+    assert val[0]["references"] == captions[first] and val[0]["image_id"] == 0
+    assert train[0]["caption"] == captions[first][0] and train[0]["image_id"] == first.removesuffix(".jpg")
+
+
+def test_unreadable_image_is_reported_not_raised(tmp_path):
+    folder = write_demo_folder(tmp_path, split="train", count=2, size=32)
+    (folder / "train_0000.jpg").write_bytes(b"not a jpeg")
+    dataset = build_image_folder_captions(ImageFolderCaptionsConfig(root=str(folder)), split="val", image_size=32)
+    assert dataset[0]["bad"].startswith(str(folder / "train_0000.jpg"))
+    assert "image" in dataset[1]
+
+
+def test_captions_file_mistakes_name_the_file(tmp_path):
+    config = ImageFolderCaptionsConfig(root=str(tmp_path))
+    with pytest.raises(DataError, match="captions.json not found"):
+        build_image_folder_captions(config, split="train", image_size=32)
+    (tmp_path / "captions.json").write_text('{"a.jpg": []}')
+    with pytest.raises(DataError, match="'a.jpg' needs a caption"):
+        build_image_folder_captions(config, split="train", image_size=32)

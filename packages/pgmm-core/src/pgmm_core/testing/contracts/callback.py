@@ -1,0 +1,52 @@
+"""The callback contract: a run-scoped plugin that receives the trainer's events."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pgmm_core.testing.contracts.base import ComponentContract
+
+SAMPLE_METRICS = {"Bleu_1": 0.5, "Bleu_4": 0.2, "METEOR": 0.2, "ROUGE_L": 0.4, "CIDEr": 0.6}
+
+
+class CallbackContract(ComponentContract):
+    """The factory returns an object whose ``@hookimpl`` methods are ``pgmm_on_*`` event hooks.
+
+    The trainer registers it as a plugin for the duration of a run, so it must register cleanly
+    (known hook names, argument names from the specs) and take every event it implements.
+    """
+
+    kind: ClassVar[str] = "callback"
+
+    def implemented_events(self, callback: Any) -> list[str]:
+        from pgmm_core import hookspecs
+
+        events = [name for name in dir(hookspecs) if name.startswith("pgmm_on_")]
+        return [name for name in events if hasattr(getattr(callback, name, None), "pgmm_impl")]
+
+    def test_registers_as_a_plugin(self, component_instance: Any) -> None:
+        from pgmm_core.plugins import PluginHost
+
+        host = PluginHost(load_entry_points=False, environ={})
+        info = host.register(component_instance, name="callback-under-test")
+        assert info.status == "loaded", info.error
+        assert self.implemented_events(component_instance), "a callback implements at least one pgmm_on_* hook"
+
+    def test_takes_every_event_it_implements(self, host: Any, component_config: Any, tmp_path: Path) -> None:
+        from pgmm_core.plugins import PluginHost
+        from pgmm_core.run_state import RunView
+
+        callback = self.build(host, component_config)
+        events = PluginHost(load_entry_points=False, environ={})
+        events.register(callback, name="callback-under-test")
+        run = RunView(config=None, output_dir=tmp_path, rank=0, world_size=1, model=None, step=1)
+        arguments = {
+            "pgmm_on_train_start": {"run": run},
+            "pgmm_on_step_end": {"run": run, "step": 1, "metrics": {"loss": 1.0, "lr": 1e-4}},
+            "pgmm_on_eval_end": {"run": run, "step": 1, "metrics": dict(SAMPLE_METRICS)},
+            "pgmm_on_checkpoint_saved": {"run": run, "step": 1, "path": str(tmp_path / "step-000001")},
+            "pgmm_on_train_end": {"run": run, "summary": {"steps": 1, "metrics": dict(SAMPLE_METRICS)}},
+        }
+        for event in self.implemented_events(callback):
+            events.call_event(event, **arguments[event])

@@ -1,0 +1,41 @@
+"""pgmm-core's own components (device backends, callbacks) checked through the contracts."""
+
+from __future__ import annotations
+
+import os
+
+from pgmm_core.testing.contracts import CallbackContract, DeviceBackendContract
+
+
+class TestCpuBackend(DeviceBackendContract):
+    component = "cpu"
+    distribution = "pgmm-core"
+    config = {"threads": 2}
+
+
+class TestCudaBackend(DeviceBackendContract):
+    component = "cuda"
+    distribution = "pgmm-core"
+
+
+class TestAutoBackend(DeviceBackendContract):
+    """``auto`` is resolved by select_device_backend (what the trainer calls), never built directly."""
+
+    component = "auto"
+    distribution = "pgmm-core"
+
+    def build(self, host, config):
+        from pgmm_core.devices.select import select_device_backend
+
+        previous = os.environ.pop("PGMM_DEVICE", None)
+        try:
+            return select_device_backend(config, host)
+        finally:
+            if previous is not None:
+                os.environ["PGMM_DEVICE"] = previous
+
+
+class TestEarlyStopping(CallbackContract):
+    component = "early_stopping"
+    distribution = "pgmm-core"
+    config = {"metric": "CIDEr", "patience": 2}

@@ -1,0 +1,128 @@
+"""The contract suites themselves: opt-in, and able to fail.
+
+A contract that cannot fail is worth nothing, so a deliberately broken plugin is installed into a
+temporary site directory and the contracts are run against it in a separate pytest process.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import subprocess
+import sys
+
+from pgmm_core.testing import install_fake_distribution
+
+BROKEN_PLUGIN = '''
+import torch  # heavy import at plugin import time: `plugins`, `schema`, `validate` would pay for it
+from typing import Literal
+from pgmm_core.config.sections import ComponentConfig
+from pgmm_core.hookspecs import hookimpl
+
+class MapConfig(ComponentConfig):
+    type: Literal["feature_map"] = "feature_map"
+    freeze: bool = True
+
+class MaskBlindConfig(ComponentConfig):
+    type: Literal["mask_blind"] = "mask_blind"
+
+@hookimpl
+def pgmm_register_vision_encoders(registrar):
+    registrar.add("feature_map", "pgmm_bad_impl:FeatureMap", MapConfig, description="returns B×C×h×w")
+
+@hookimpl
+def pgmm_register_connectors(registrar):
+    registrar.add("mask_blind", "pgmm_bad_impl:build_mask_blind", MaskBlindConfig, description="ignores masks")
+'''
+
+BROKEN_IMPL = '''
+import torch
+from torch import nn
+
+class FeatureMap(nn.Module):
+    """Forgets to flatten its feature map to tokens."""
+    def __init__(self, config):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 8, stride=8)
+        self.out_features, self.image_size, self.frozen = 8, 32, config.freeze
+    def forward(self, pixel_values):
+        return self.conv(pixel_values)
+
+class MaskBlind(nn.Module):
+    """Mean-pools all vision tokens, masked or not."""
+    def __init__(self, width):
+        super().__init__()
+        self.proj = nn.Linear(width, 16)
+        self.out_features, self.num_query_tokens = 16, 2
+    def forward(self, vision_embeds, vision_mask=None):
+        return self.proj(vision_embeds.mean(1, keepdim=True)).expand(-1, 2, -1)
+
+def build_mask_blind(config, *, encoder_width):
+    return MaskBlind(encoder_width)
+'''
+
+TESTS = '''
+from pgmm_core.testing.contracts import ConnectorContract, VisionEncoderContract
+
+class TestFeatureMap(VisionEncoderContract):
+    component = "feature_map"
+    distribution = "pgmm-bad"
+
+class TestMaskBlind(ConnectorContract):
+    component = "mask_blind"
+    distribution = "pgmm-bad"
+
+class TestNotInstalled(VisionEncoderContract):
+    component = "nowhere"
+    distribution = "pgmm-nowhere"
+'''
+
+FIXTURES = '''
+import os
+
+def test_fixtures(pgmm_host, pgmm_tiny_config, pgmm_cache_dir):
+    assert "eva_vit_g" in pgmm_host.registry("vision")
+    assert pgmm_tiny_config()["train"]["output_dir"].endswith("run")
+    assert os.environ["PGMM_CACHE_DIR"] == pgmm_cache_dir
+'''
+
+
+def run_pytest(tmp_path, site, *args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGMM_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "--rootdir",
+                           str(tmp_path), *args], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=300)
+
+
+def test_contracts_catch_broken_components(tmp_path):
+    site = tmp_path / "site"
+    install_fake_distribution(site, "pgmm-bad", "0.1.0", {"pgmm_bad": BROKEN_PLUGIN, "pgmm_bad_impl": BROKEN_IMPL},
+                              {"bad": "pgmm_bad"})
+    (tmp_path / "test_bad.py").write_text(TESTS)
+    result = run_pytest(tmp_path, site, "test_bad.py")
+    out = result.stdout
+    assert result.returncode == 1, out[-3000:]
+    for failing in ("TestFeatureMap::test_plugin_module_imports_without_torch",
+                    "TestFeatureMap::test_outputs_tokens",
+                    "TestMaskBlind::test_plugin_module_imports_without_torch",
+                    "TestMaskBlind::test_masked_vision_tokens_are_ignored",
+                    "TestNotInstalled::test_registered_by_its_distribution"):
+        assert f"FAILED test_bad.py::{failing}" in out, out[-6000:]
+    assert "flatten feature maps to tokens" in out
+    assert "masked vision tokens changed the output" in out
+    assert "imported ['torch']" in out
+    assert "distribution pgmm-nowhere is not installed" in out
+    for passing in ("TestFeatureMap::test_config_round_trip", "TestMaskBlind::test_outputs_query_tokens"):
+        assert f"PASSED test_bad.py::{passing}" in out
+
+
+def test_pytest_plugin_is_opt_in(tmp_path):
+    (tmp_path / "test_fixtures.py").write_text(FIXTURES)
+    without = run_pytest(tmp_path, tmp_path, "test_fixtures.py")
+    assert without.returncode == 1 and "fixture 'pgmm_host' not found" in without.stdout
+    enabled = run_pytest(tmp_path, tmp_path, "-p", "pgmm_core.testing.pytest_plugin", "test_fixtures.py")
+    assert enabled.returncode == 0, enabled.stdout[-3000:]
+    assert "pgmm plugins: core (pgmm-core 0.1.0) loaded" in enabled.stdout
+    pytest11 = [ep for ep in importlib.metadata.entry_points(group="pytest11") if ep.value.startswith("pgmm")]
+    assert pytest11 == []
