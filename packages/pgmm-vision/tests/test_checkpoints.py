@@ -44,6 +44,16 @@ def test_pickled_python_objects_are_refused_with_a_way_out(lavis_state, save_lav
     assert "argparse.Namespace" in message and "weights_only" in message and "torch.save" in message
 
 
+def test_unreadable_and_legacy_files(tmp_path, lavis_state):
+    from pgmm_vision.checkpoints import read_state_dict
+
+    (tmp_path / "page.pth").write_bytes(b"<html>Not Found</html>")
+    with pytest.raises(CheckpointError, match="torch.load does not recognise it"):
+        read_state_dict(tmp_path / "page.pth")
+    torch.save({"model": lavis_state}, str(tmp_path / "old.pth"), _use_new_zipfile_serialization=False)
+    assert read_state_dict(tmp_path / "old.pth").keys() == lavis_state.keys()  # not memory-mappable, still read
+
+
 def test_wrong_shape_names_the_key_and_both_shapes(lavis_state, save_lavis, build, small_meta):
     lavis_state[SHAPE_KEY] = torch.zeros(48, 32)  # encoder width 32 instead of 64
     _, connector_cfg = small_parts(small_meta, save_lavis(lavis_state))

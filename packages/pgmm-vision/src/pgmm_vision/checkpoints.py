@@ -64,10 +64,13 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
         data = _torch_load(path)
     except pickle.UnpicklingError:
         found = _unsafe_globals(path)
+        if not found:
+            raise CheckpointError(f"cannot read checkpoint {path}: torch.load does not recognise it (truncated, "
+                                  "or a web page saved by a failed download?)") from None
         raise CheckpointError(
-            f"{path} holds Python objects besides tensors ({', '.join(found) or 'see torch.load'}), which "
-            "pgmm does not unpickle (torch.load(weights_only=True)). If you trust the file, save its state "
-            "dict once: python -c \"import torch; c = torch.load('IN', weights_only=False); "
+            f"{path} holds Python objects besides tensors ({', '.join(found)}), which pgmm does not "
+            "unpickle (torch.load(weights_only=True)). If you trust the file, save its state dict once: "
+            "python -c \"import torch; c = torch.load('IN', weights_only=False); "
             "torch.save(c.get('model', c), 'OUT')\"") from None
     except Exception as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None

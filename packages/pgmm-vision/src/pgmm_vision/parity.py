@@ -245,7 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 on CPU", flush=True)
     ok = True
     for case in cases:
-        result = run_case(case, args.data, args.atol)  # each case in order; peak RSS is cumulative
+        try:
+            result = run_case(case, args.data, args.atol)  # in order; peak RSS is the process's so far
+        except FileNotFoundError as exc:
+            print(f"pgmm_vision.parity: {exc}", file=sys.stderr)
+            return 2
         print(result.summary(), flush=True)
         ok &= result.passed
     return 0 if ok else 1
