@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -75,7 +76,7 @@ def run_mode(mode: str, repeats: int) -> dict:
     return {"mode": mode, "threads": torch.get_num_threads(), "torch": torch.__version__, "build_s": build_s,
             "forward_s": sorted(times[1:])[len(times[1:]) // 2], "forward_s_all": times,
             "forward_cpu_s": sorted(cpu_times[1:])[len(cpu_times[1:]) // 2],
-            "records_graph": graph, "rss_after_build_gib": rss_built, "peak_rss_gib": _rss_gib(peak=True),
+            "records_graph": graph, "load_average_1min": os.getloadavg()[0], "rss_after_build_gib": rss_built, "peak_rss_gib": _rss_gib(peak=True),
             "parameters": counts}
 
 
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         r = results[-1]
         print(f"{mode:<9} forward {r['forward_s']:.2f} s wall, {r['forward_cpu_s']:.2f} s CPU (median of "
               f"{args.repeats}), RSS after build "
-              f"{r['rss_after_build_gib']:.2f} GiB, peak {r['peak_rss_gib']:.2f} GiB, graph: {r['records_graph']}",
+              f"{r['rss_after_build_gib']:.2f} GiB, peak {r['peak_rss_gib']:.2f} GiB, graph: {r['records_graph']}, "
+              f"load average {r['load_average_1min']:.1f}",
               flush=True)
     print(f"torch {results[0]['torch']}, {results[0]['threads']} threads, fp32, one 224x224 image")
     for mode in ("stage2", "all_grad"):

@@ -40,7 +40,7 @@ _LAVIS_IGNORED = (
     (r"^Qformer\.bert\.encoder\.layer\.\d+\.(intermediate|output)\.", "Q-Former text FFN"),
     (r"^Qformer\.cls\.", "Q-Former LM head (Qformer.cls)"),
     (r"^(vision_proj|text_proj|itm_head)\.|^temp$", "stage-1 heads (vision_proj, text_proj, itm_head, temp)"),
-    (r"^(opt_proj|llm_proj|t5_proj|proj)\.", "another LLM's projection"),
+    (r"^(opt_proj|llm_proj|t5_proj)\.", "another LLM's projection"),
     (r"^(opt_model|llm_model|t5_model)\.", "another LLM"),
 )
 _EVA_IGNORED = (
