@@ -80,12 +80,14 @@ def test_missing_qformer_key_is_named_as_lavis_spells_it(lavis_state, save_lavis
 def test_missing_and_misshapen_vision_keys_are_named(lavis_state, save_lavis, build, small_meta):
     del lavis_state["visual_encoder.blocks.1.attn.q_bias"]
     vision_cfg, _ = small_parts(small_meta, save_lavis(lavis_state))
-    with pytest.raises(CheckpointError, match=r"missing key\(s\) for the vision tower: visual_encoder\.blocks\.1\.attn\.q_bias"):
+    with pytest.raises(CheckpointError,
+                       match=r"missing key\(s\) for the vision tower: visual_encoder\.blocks\.1\.attn\.q_bias"):
         build("vision", vision_cfg)
     lavis_state["visual_encoder.blocks.1.attn.q_bias"] = torch.zeros(64)
     lavis_state["visual_encoder.blocks.0.mlp.fc1.weight"] = torch.zeros(128, 64)
     vision_cfg, _ = small_parts(small_meta, save_lavis(lavis_state, name="other.pth"))
-    with pytest.raises(CheckpointError, match=r"'visual_encoder\.blocks\.0\.mlp\.fc1\.weight'.*\(128, 64\).*\(256, 64\)"):
+    with pytest.raises(CheckpointError,
+                       match=r"'visual_encoder\.blocks\.0\.mlp\.fc1\.weight'.*\(128, 64\).*\(256, 64\)"):
         build("vision", vision_cfg)
 
 

@@ -33,7 +33,8 @@ def test_plugins_json_lists_the_vision_components():
 
 def test_eva_defaults_are_lavis_eva_vit_g(host):
     config = host.registry("vision").get("eva_vit_g").config_model()
-    assert (config.depth, config.embed_dim, config.num_heads, config.mlp_dim, config.patch_size) == (39, 1408, 16, 6144, 14)
+    sizes = (config.depth, config.embed_dim, config.num_heads, config.mlp_dim, config.patch_size)
+    assert sizes == (39, 1408, 16, 6144, 14)
     assert config.freeze and config.precision is None and config.image_size == 224
 
 
@@ -60,7 +61,7 @@ def test_frozen_tower_stays_in_eval_and_out_of_autograd(build):
     assert torch.equal(out, tower(pixels))  # drop-path (0.5) stays off
 
 
-def test_model_train_cannot_unfreeze_the_tower(build, host, small_meta):
+def test_model_train_cannot_unfreeze_the_tower(host):
     data = tiny_config("unused")
     data["model"]["vision"] = {**TINY_EVA, "image_size": 32, "patch_size": 8}
     model = build_model(validate_config(data, host))
@@ -176,7 +177,8 @@ def test_timm_weights_from_a_local_file(build, tmp_path, capsys):
 
     source = timm.create_model("test_vit", pretrained=False, num_classes=10)
     save_file(source.state_dict(), str(tmp_path / "model.safetensors"))
-    tower = build("vision", {"type": "timm", "model_name": "test_vit", "checkpoint": str(tmp_path / "model.safetensors")})
+    tower = build("vision", {"type": "timm", "model_name": "test_vit",
+                             "checkpoint": str(tmp_path / "model.safetensors")})
     assert torch.equal(tower.model.pos_embed, source.pos_embed)
     assert "classifier head (2)" in capsys.readouterr().out
     broken = {k: v for k, v in source.state_dict().items() if k != "blocks.0.attn.qkv.weight"}

@@ -71,7 +71,8 @@ def test_round_trip_returns_every_stage2_tensor_unchanged(lavis_state):
 def test_convert_file_writes_loadable_files(small_checkpoint, small_meta, small_io, build, tmp_path):
     hf_path = tmp_path / "blip2_vision.safetensors"
     summary = convert_file(small_checkpoint, hf_path, "hf")
-    assert summary.source_format == "lavis" and summary.tensors == 43 - 3 + 2 + 87  # q/v biases fused per block; + ln_vision
+    assert summary.source_format == "lavis"
+    assert summary.tensors == 43 - 3 + 2 + 87  # tower (q/v biases fused per block), ln_vision, Q-Former
     lavis_path = tmp_path / "back.pth"
     convert_file(hf_path, lavis_path, "lavis")
     saved = torch.load(str(lavis_path), weights_only=True)

@@ -76,7 +76,8 @@ def run_mode(mode: str, repeats: int) -> dict:
     return {"mode": mode, "threads": torch.get_num_threads(), "torch": torch.__version__, "build_s": build_s,
             "forward_s": sorted(times[1:])[len(times[1:]) // 2], "forward_s_all": times,
             "forward_cpu_s": sorted(cpu_times[1:])[len(cpu_times[1:]) // 2],
-            "records_graph": graph, "load_average_1min": os.getloadavg()[0], "rss_after_build_gib": rss_built, "peak_rss_gib": _rss_gib(peak=True),
+            "records_graph": graph, "load_average_1min": os.getloadavg()[0],
+            "rss_after_build_gib": rss_built, "peak_rss_gib": _rss_gib(peak=True),
             "parameters": counts}
 
 

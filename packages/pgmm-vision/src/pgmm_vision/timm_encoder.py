@@ -41,8 +41,6 @@ def _create(name: str, kwargs: dict):
 
 
 def build_timm_encoder(config) -> TimmTower:
-    import timm
-
     _check_name(config.model_name)
     kwargs = dict(config.model_kwargs)
     if config.image_size is not None:
@@ -50,7 +48,8 @@ def build_timm_encoder(config) -> TimmTower:
     try:
         model = _create(config.model_name, kwargs)
     except TypeError as exc:
-        raise ConfigError([f"model.vision.model_kwargs: timm model '{config.model_name}' rejected {kwargs}: {exc}"]) from None
+        raise ConfigError([f"model.vision.model_kwargs: timm model '{config.model_name}' rejected "
+                           f"{kwargs}: {exc}"]) from None
     if config.checkpoint:
         from pgmm_vision.checkpoints import load_timm_state, read_state_dict
 
