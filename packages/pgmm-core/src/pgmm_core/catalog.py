@@ -11,8 +11,8 @@ FIRST_PARTY: dict[str, dict[str, str]] = {
     "connector": {"qformer": "pgmm-vision"},
     "projector": {
         "linear": "pgmm-vision",
-        "mlp2x_gelu": "pgmm-vision",
         "identity": "pgmm-vision",
+        **{f"mlp{n}x_gelu": "pgmm-vision" for n in range(2, 7)},
     },
     "llm": {"openpangu": "pgmm-pangu", "tiny_openpangu": "pgmm-pangu", "hf_causal_lm": "pgmm-pangu"},
     "dataset": {

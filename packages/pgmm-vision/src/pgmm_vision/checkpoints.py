@@ -1,20 +1,25 @@
-"""Loading LAVIS and transformers BLIP-2 weights into pgmm-vision's modules, with a load report.
+"""Reading checkpoint files and loading them into pgmm-vision's modules, with a one-screen report.
 
-Formats understood:
+Files understood (see :mod:`pgmm_vision.keymap` for the key layouts):
 
-* ``eva_vit_g.pth`` — LAVIS' flat EVA state dict (``cls_token``, ``pos_embed``, ``blocks.{i}.…``),
-  possibly in fp16 and possibly with EVA-CLIP's 40th block and head/norm keys (dropped).
-* ``blip2_pretrained.pth`` and fine-tuned BLIP-2 ``.pth`` — ``{"model": state_dict}`` with
-  ``Qformer.bert.*``, ``query_tokens``, ``ln_vision.*`` and sometimes ``visual_encoder.*``.
-* transformers BLIP-2 weight files (``.safetensors``/``.bin``) — ``qformer.*``, ``query_tokens``,
-  ``vision_model.*`` (``vision_model.post_layernorm`` is ln_vision).
+* ``eva_vit_g.pth``: LAVIS' flat EVA state dict, stored in fp16, with EVA-CLIP's 40th block and
+  head/norm keys (dropped: LAVIS uses 39 blocks and no final norm).
+* ``blip2_pretrained.pth`` and other LAVIS BLIP-2 ``.pth`` files: ``{"model": state_dict, ...}``
+  (possibly with ``optimizer``, ``config``, ``scaler``, ``epoch`` beside it).
+* transformers BLIP-2 weights: a ``.safetensors``/``.bin`` file or a model directory (sharded or not).
 
-Every loader fails with the key and both shapes on a mismatch, and names missing keys.
+``.pth``/``.bin`` files are read with ``torch.load(weights_only=True)`` (memory-mapped when the
+format allows), so a checkpoint cannot run code. Loading is strict: a missing key or a shape that
+differs fails with the key and both shapes; keys of other components or of the stage-1 text path
+are counted in the report, never silently dropped.
 """
 
 from __future__ import annotations
 
+import json
+import pickle
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,268 +27,353 @@ import torch
 from torch import nn
 
 from pgmm_core.errors import CheckpointError
+from pgmm_vision.keymap import LN_VISION, Converted, Format, detect_format, source_name, to_pgmm
 
+LAVIS_URL = "https://storage.googleapis.com/sfr-vision-language-research/LAVIS/models/BLIP2/"
 DOWNLOAD_HINTS = {
-    "eva": "EVA-ViT-g weights: https://storage.googleapis.com/sfr-vision-language-research/LAVIS/models/BLIP2/eva_vit_g.pth",
-    "blip2": "BLIP-2 stage-1 weights: https://storage.googleapis.com/sfr-vision-language-research/LAVIS/models/BLIP2/blip2_pretrained.pth",
+    "eva": f"EVA-ViT-g weights: {LAVIS_URL}eva_vit_g.pth",
+    "blip2": f"BLIP-2 stage-1 weights: {LAVIS_URL}blip2_pretrained.pth",
 }
+FORMAT_NAMES = {"lavis": "LAVIS BLIP-2", "eva": "flat EVA state dict", "hf": "transformers BLIP-2",
+                "pgmm": "pgmm"}
 
 
-@dataclass
-class LoadReport:
-    """What a checkpoint load did; :meth:`summary` fits on one screen."""
-
-    source: str
-    loaded: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    ignored: dict[str, int] = field(default_factory=dict)  # group -> count of known-unused keys
-
-    def summary(self, limit: int = 8) -> str:
-        lines = [f"loaded {len(self.loaded)} tensors from {self.source}"]
-        if self.ignored:
-            groups = ", ".join(f"{name} ({count})" for name, count in sorted(self.ignored.items()))
-            lines.append(f"  ignored, not used in stage 2: {groups}")
-        for title, keys in (("missing", self.missing), ("unexpected", self.unexpected)):
-            if keys:
-                shown = ", ".join(keys[:limit]) + (f", … (+{len(keys) - limit})" if len(keys) > limit else "")
-                lines.append(f"  {title} ({len(keys)}): {shown}")
-        return "\n".join(lines)
+# --- reading -----------------------------------------------------------------------------------------
 
 
-def read_state_dict(path: str | Path, *, hint: str | None = None) -> dict[str, torch.Tensor]:
-    """Tensors of a ``.safetensors``/``.pth``/``.bin`` file; ``{"model": …}`` wrappers are unwrapped."""
-    path = Path(path)
-    if not path.is_file():
-        extra = f" Download: {DOWNLOAD_HINTS[hint]}" if hint in DOWNLOAD_HINTS else ""
-        raise CheckpointError(f"checkpoint file not found: {path}.{extra}")
+def _torch_load(path: Path) -> object:
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        data = torch.load(str(path), map_location="cpu", weights_only=True)
-    except CheckpointError:
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError:
         raise
+    except RuntimeError as exc:
+        if "mmap" not in str(exc):  # files from torch < 1.6 cannot be memory-mapped
+            raise
+    return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    except Exception:
+        return []
+
+
+def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        data = _torch_load(path)
+    except pickle.UnpicklingError:
+        found = _unsafe_globals(path)
+        if not found:
+            raise CheckpointError(f"cannot read checkpoint {path}: torch.load does not recognise it (truncated, "
+                                  "or a web page saved by a failed download?)") from None
+        raise CheckpointError(
+            f"{path} holds Python objects besides tensors ({', '.join(found)}), which pgmm does not "
+            "unpickle (torch.load(weights_only=True)). If you trust the file, save its state dict once: "
+            "python -c \"import torch; c = torch.load('IN', weights_only=False); "
+            "torch.save(c.get('model', c), 'OUT')\"") from None
     except Exception as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+    # LAVIS: {"model": ..., "optimizer": ..., "config": ..., "epoch": ...}; others: state_dict/module.
     for wrapper in ("model", "state_dict", "module"):
         if isinstance(data, dict) and isinstance(data.get(wrapper), dict):
             data = data[wrapper]
             break
-    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise CheckpointError(f"{path} does not hold a state dict of tensors")
+    if not isinstance(data, dict) or not data or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors (nor a {{'model': state_dict}})")
     return data
 
 
-def assign_tensors(module: nn.Module, tensors: dict[str, torch.Tensor], source: str,
-                   report: LoadReport) -> None:
-    """Copy ``tensors`` into ``module``'s state; every key must exist and every shape must match."""
+def _read_safetensors(path: Path, wanted: Callable[[str], bool]) -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {k: handle.get_tensor(k) for k in handle.keys() if wanted(k)}
+    except Exception as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+
+
+def _directory_files(root: Path) -> list[Path]:
+    """Weight files of a transformers model directory, sharded or not."""
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = root / index_name
+        if index.is_file():
+            names = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+            return [root / name for name in names]
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (root / name).is_file():
+            return [root / name]
+    raise CheckpointError(f"{root} is a directory without model.safetensors, pytorch_model.bin or a shard index")
+
+
+def not_llm(key: str) -> bool:
+    """Key filter for BLIP-2 files that carry a language model the vision side never reads."""
+    return not key.startswith(("language_model.", "opt_model.", "t5_model.", "llm_model."))
+
+
+def read_state_dict(path: str | Path, *, wanted: Callable[[str], bool] = lambda key: True,
+                    hint: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file or transformers model directory.
+
+    ``wanted`` filters keys; with safetensors only the wanted tensors are read (a BLIP-2 directory
+    holds a whole LLM that the vision side never needs).
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        extra = f" Download {DOWNLOAD_HINTS[hint]}" if hint in DOWNLOAD_HINTS else ""
+        raise CheckpointError(f"checkpoint not found: {path}.{extra}")
+    files = _directory_files(path) if path.is_dir() else [path]
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        if file.suffix == ".safetensors":
+            state.update(_read_safetensors(file, wanted))
+        else:
+            state.update({k: v for k, v in _read_pickle(file).items() if wanted(k)})
+    return state
+
+
+# --- reports ---------------------------------------------------------------------------------------------
+
+
+def _shorten(keys: list[str], limit: int) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+@dataclass
+class LoadReport:
+    """What one checkpoint load did. :meth:`summary` fits on one screen."""
+
+    component: str
+    source: str
+    format: str = ""
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    ignored: dict[str, int] = field(default_factory=dict)  # group -> number of keys
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self, limit: int = 6) -> str:
+        lines = [f"pgmm: {self.component} <- {self.source}" + (f" ({self.format})" if self.format else ""),
+                 f"  loaded {len(self.loaded)} tensors"]
+        lines += [f"  {note}" for note in self.notes]
+        if self.ignored:
+            lines.append("  not used here: " + ", ".join(f"{g} ({n})" for g, n in sorted(self.ignored.items())))
+        lines.append(f"  missing ({len(self.missing)}): " + (_shorten(self.missing, limit) if self.missing else "none"))
+        lines.append(f"  unexpected ({len(self.unexpected)}): "
+                     + (_shorten(self.unexpected, limit) if self.unexpected else "none"))
+        return "\n".join(lines)
+
+
+# --- loading into modules ------------------------------------------------------------------------------------
+
+
+def copy_into(module: nn.Module, tensors: dict[str, torch.Tensor], *, origin: dict[str, str],
+              source: str, report: LoadReport, optional: Iterable[str] = (),
+              spell: Callable[[str], str] = lambda key: key) -> None:
+    """Copy ``tensors`` into ``module``: every state key must be present (unless ``optional``), every
+    tensor must have a home and the right shape. Errors name keys as the file spells them
+    (``origin`` for keys it has, ``spell`` for keys it lacks)."""
     own = module.state_dict()
+    optional = set(optional)
+    unexpected = sorted(origin.get(k, k) for k in tensors if k not in own)
+    if unexpected:
+        report.unexpected = unexpected
+        raise CheckpointError(
+            f"{source}: {len(unexpected)} key(s) that this {report.component} does not have: "
+            f"{_shorten(unexpected, 8)} (is the config's size/depth the checkpoint's?)")
+    missing = sorted(spell(k) for k in own if k not in tensors and k not in optional)
+    if missing:
+        report.missing = missing
+        raise CheckpointError(f"{source}: missing key(s) for the {report.component}: {_shorten(missing, 8)}")
     for key, value in tensors.items():
-        if key not in own:
-            report.unexpected.append(key)
-            continue
         if tuple(own[key].shape) != tuple(value.shape):
             raise CheckpointError(
-                f"{source}: shape mismatch for '{key}': checkpoint has {tuple(value.shape)}, "
-                f"model expects {tuple(own[key].shape)}"
-            )
-    if report.unexpected:
-        raise CheckpointError(f"{source}: unexpected keys: {', '.join(report.unexpected[:10])}")
+                f"{source}: shape mismatch for '{origin.get(key, key)}': checkpoint has "
+                f"{tuple(value.shape)}, the {report.component} expects {tuple(own[key].shape)}")
     with torch.no_grad():
         for key, value in tensors.items():
             own[key].copy_(value.to(own[key].dtype))
             report.loaded.append(key)
 
 
-# --- EVA-ViT-g ----------------------------------------------------------------------------------------
-
-_EVA_DROP = re.compile(r"^(head|fc_norm|norm|rope)\.|^head$")
-
-
-def eva_tensors_from(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The tower's tensors from a flat EVA file or from a BLIP-2 file's ``visual_encoder.*``."""
-    if any(k.startswith("visual_encoder.") for k in state):
-        return {k[len("visual_encoder."):]: v for k, v in state.items() if k.startswith("visual_encoder.")}
-    return dict(state)
+def _owner(key: str) -> str:
+    if key.startswith("vision."):
+        return "vision tower weights (visual_encoder)"
+    if key.startswith(LN_VISION):
+        return "ln_vision"
+    if key.startswith("connector."):
+        return "Q-Former weights"
+    return key.split(".", 1)[0]
 
 
-def resample_pos_embed(pos_embed: torch.Tensor, new_grid: int) -> torch.Tensor:
-    """LAVIS' ``interpolate_pos_embed``: bicubic over the patch grid, the CLS row kept."""
-    cls, grid = pos_embed[:, :1], pos_embed[:, 1:]
-    old_grid = int(round(grid.shape[1] ** 0.5))
-    if old_grid * old_grid != grid.shape[1]:
-        raise CheckpointError(f"pos_embed has {grid.shape[1]} patch positions, not a square grid")
-    if old_grid == new_grid:
-        return pos_embed
-    dim = grid.shape[-1]
-    grid = grid.reshape(1, old_grid, old_grid, dim).permute(0, 3, 1, 2).float()
-    grid = torch.nn.functional.interpolate(grid, size=(new_grid, new_grid), mode="bicubic", align_corners=False)
-    grid = grid.permute(0, 2, 3, 1).reshape(1, new_grid * new_grid, dim)
-    return torch.cat([cls.float(), grid], dim=1).to(pos_embed.dtype)
+def _take(converted: Converted, prefix: str, report: LoadReport) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors under ``prefix`` (prefix removed) and their names in the file; everything else is
+    counted in the report, by owner or by ignored group."""
+    mine: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}
+    for key, value in converted.tensors.items():
+        if key.startswith(prefix):
+            mine[key[len(prefix):]] = value
+            origin[key[len(prefix):]] = converted.origin.get(key, key)
+        else:
+            report.ignored[_owner(key)] = report.ignored.get(_owner(key), 0) + 1
+    for group, keys in converted.ignored.items():
+        report.ignored[group] = report.ignored.get(group, 0) + len(keys)
+    return mine, origin
 
 
-def load_eva_checkpoint(model: nn.Module, path: str, *, image_size: int, patch_size: int) -> LoadReport:
-    state = eva_tensors_from(read_state_dict(path, hint="eva"))
-    report = LoadReport(str(path))
-    depth = len(model.blocks)
-    kept: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        block = re.match(r"^blocks\.(\d+)\.", key)
-        if _EVA_DROP.match(key) or (block and int(block.group(1)) >= depth):
-            report.ignored["EVA-CLIP head/norm/extra blocks"] = report.ignored.get("EVA-CLIP head/norm/extra blocks", 0) + 1
-            continue
-        kept[key] = value.float()
-    if "pos_embed" in kept:
-        kept["pos_embed"] = resample_pos_embed(kept["pos_embed"], image_size // patch_size)
-    report.missing = sorted(set(model.state_dict()) - set(kept))
-    if report.missing:
+def convert_checkpoint(state: dict[str, torch.Tensor], source: str, report: LoadReport,
+                       fmt: Format | None = None) -> tuple[Converted, Format]:
+    fmt = fmt or detect_format(state)
+    report.format = FORMAT_NAMES[fmt]
+    converted = to_pgmm(state, fmt)
+    if converted.unrecognised:
+        report.unexpected = sorted(converted.unrecognised)
+        raise CheckpointError(f"{source}: keys that no {report.format} checkpoint has: "
+                              f"{_shorten(report.unexpected, 8)}")
+    return converted, fmt
+
+
+# --- the vision tower -------------------------------------------------------------------------------------
+
+
+def resample_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int], num_prefix_tokens: int = 1) -> torch.Tensor:
+    """LAVIS' ``interpolate_pos_embed``: bicubic over the patch grid (no antialiasing), prefix rows kept."""
+    from timm.layers import resample_abs_pos_embed
+
+    positions = pos_embed.shape[1] - num_prefix_tokens
+    side = int(round(positions ** 0.5))
+    if side * side != positions:
+        raise CheckpointError(f"pos_embed has {positions} patch positions, not a square grid")
+    return resample_abs_pos_embed(pos_embed, list(grid), old_size=[side, side],
+                                  num_prefix_tokens=num_prefix_tokens, antialias=False)
+
+
+def load_vision_state(model: nn.Module, state: dict[str, torch.Tensor], source: str, *,
+                      component: str = "vision tower") -> LoadReport:
+    """Load EVA weights (flat, LAVIS ``visual_encoder.*`` or transformers ``vision_model.*``) into a
+    timm ``Eva``: blocks beyond the model's depth are dropped (EVA-CLIP-g has 40, LAVIS uses 39) and
+    ``pos_embed`` is resampled when the checkpoint's grid differs from ``image_size``."""
+    report = LoadReport(component, source)
+    converted, fmt = convert_checkpoint(state, source, report)
+    if not any(k.startswith("vision.") for k in converted.tensors):
         raise CheckpointError(
-            f"{path}: missing EVA keys: {', '.join(report.missing[:10])} — is this an eva_vit_g.pth "
-            "or a BLIP-2 checkpoint with visual_encoder.* keys? (the released blip2_pretrained.pth has none; "
-            f"{DOWNLOAD_HINTS['eva']})"
-        )
-    assign_tensors(model, kept, str(path), report)
+            f"{source} ({report.format}) holds no vision tower weights. The released blip2_pretrained.pth "
+            f"stores only the trained parts; give the tower {DOWNLOAD_HINTS['eva']}")
+    tensors, origin = _take(converted, "vision.model.", report)
+    depth = len(model.blocks)
+    extra = [k for k in tensors if (m := re.match(r"^blocks\.(\d+)\.", k)) and int(m.group(1)) >= depth]
+    if extra:
+        blocks = sorted({int(k.split(".")[1]) for k in extra})
+        report.ignored[f"blocks {blocks[0]}-{blocks[-1]} beyond depth {depth}"] = len(extra)
+        for key in extra:
+            del tensors[key]
+    if "pos_embed" in tensors and tensors["pos_embed"].shape != model.pos_embed.shape:
+        old = tensors["pos_embed"].shape[1] - model.num_prefix_tokens
+        grid = tuple(model.patch_embed.grid_size)
+        tensors["pos_embed"] = resample_pos_embed(tensors["pos_embed"].float(), grid, model.num_prefix_tokens)
+        side = int(round(old ** 0.5))
+        report.notes.append(f"pos_embed resampled from {side}x{side} to {grid[0]}x{grid[1]} patches (bicubic)")
+    dtypes = sorted({str(v.dtype).replace("torch.", "") for v in tensors.values()})
+    report.notes.append(f"stored as {'/'.join(dtypes)}")
+    copy_into(model, tensors, origin=origin, source=source, report=report,
+              spell=lambda key: source_name(fmt, "vision.model." + key))
     return report
 
 
-# --- Q-Former -----------------------------------------------------------------------------------------
-
-_LAVIS_IGNORED = (
-    (re.compile(r"^visual_encoder\."), "visual_encoder (loaded by the vision tower)"),
-    (re.compile(r"^Qformer\.cls\."), "Qformer.cls (stage-1 LM head)"),
-    (re.compile(r"^Qformer\.bert\.embeddings\.(word_embeddings|position_embeddings|position_ids)"), "Qformer text embeddings"),
-    (re.compile(r"^Qformer\.bert\.encoder\.layer\.\d+\.(intermediate|output)\."), "Qformer text FFN"),
-    (re.compile(r"^(vision_proj|text_proj|itm_head)\.|^temp$"), "stage-1 heads (vision_proj, text_proj, itm_head, temp)"),
-    (re.compile(r"^(opt_proj|llm_proj|t5_proj)\.|^(opt_model|llm_model|t5_model)\."), "stage-2 LLM and projection of another LLM"),
-)
-
-_HF_IGNORED = (
-    (re.compile(r"^vision_model\.(?!post_layernorm)"), "vision_model (loaded by the vision tower)"),
-    (re.compile(r"^(language_model|language_projection)\."), "language model and projection"),
-    (re.compile(r"^qformer\.embeddings\."), "Q-Former text embeddings"),
-)
+# --- the Q-Former -------------------------------------------------------------------------------------------
 
 
-def lavis_to_pgmm_qformer_key(key: str) -> str | None:
-    """LAVIS ``Qformer.bert.*`` name -> transformers ``Blip2QFormerModel`` name (None if not a query-path key)."""
-    if key == "query_tokens":
-        return "query_tokens"
-    if not key.startswith("Qformer.bert."):
-        return None
-    key = key[len("Qformer.bert."):]
-    if key.startswith("embeddings.LayerNorm."):
-        return "qformer.layernorm." + key.rsplit(".", 1)[1]
-    key = re.sub(r"\.attention\.self\.", ".attention.attention.", key)
-    key = re.sub(r"\.crossattention\.self\.", ".crossattention.attention.", key)
-    return "qformer." + key
+def load_qformer_state(connector: nn.Module, state: dict[str, torch.Tensor], source: str,
+                       ) -> tuple[LoadReport, dict[str, torch.Tensor] | None]:
+    """Load ``query_tokens`` and the Q-Former's query path; return the file's ``ln_vision`` tensors
+    (LAVIS and transformers store them beside the Q-Former), which the model copies into its own."""
+    report = LoadReport("Q-Former", source)
+    converted, fmt = convert_checkpoint(state, source, report)
+    norm = {k[len(LN_VISION):]: v for k, v in converted.tensors.items() if k.startswith(LN_VISION)}
+    if norm:
+        report.notes.append("ln_vision handed to the model")
+        for key in list(converted.tensors):
+            if key.startswith(LN_VISION):
+                del converted.tensors[key]
+    tensors, origin = _take(converted, "connector.", report)
+    if not tensors:
+        raise CheckpointError(f"{source} ({report.format}) holds no Q-Former weights (Qformer.bert.*, "
+                              f"query_tokens); {DOWNLOAD_HINTS['blip2']}")
+    copy_into(connector, tensors, origin=origin, source=source, report=report,
+              spell=lambda key: source_name(fmt, "connector." + key))
+    return report, norm or None
 
 
-def pgmm_to_lavis_qformer_key(key: str) -> str:
-    """Inverse of :func:`lavis_to_pgmm_qformer_key` (used by the converter)."""
-    if key == "query_tokens":
-        return key
-    key = key[len("qformer."):]
-    if key.startswith("layernorm."):
-        return "Qformer.bert.embeddings.LayerNorm." + key.split(".", 1)[1]
-    key = re.sub(r"\.attention\.attention\.", ".attention.self.", key)
-    key = re.sub(r"\.crossattention\.attention\.", ".crossattention.self.", key)
-    return "Qformer.bert." + key
-
-
-def _ignored_group(key: str, table) -> str | None:
-    for pattern, group in table:
-        if pattern.search(key):
-            return group
-    return None
-
-
-def load_qformer_checkpoint(connector: nn.Module, path: str) -> dict[str, torch.Tensor] | None:
-    """Load the Q-Former and query tokens; return the checkpoint's ln_vision tensors (if any)."""
-    state = read_state_dict(path, hint="blip2")
-    report = LoadReport(str(path))
+def bert_to_qformer(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """LAVIS' ``init_Qformer`` from bert-base: embeddings LayerNorm, self-attention and FFN of each
+    layer; the query FFN starts as a copy of the text FFN (``Blip2Qformer.__init__``). Old BERT files
+    spell LayerNorm parameters ``gamma``/``beta``."""
     tensors: dict[str, torch.Tensor] = {}
-    vision_norm: dict[str, torch.Tensor] = {}
-    hf_format = any(k.startswith("qformer.") for k in state)
-    for key, value in state.items():
-        if hf_format:
-            if key.startswith("vision_model.post_layernorm."):
-                vision_norm[key.rsplit(".", 1)[1]] = value.float()
-                continue
-            group = _ignored_group(key, _HF_IGNORED)
-            target = key if (key.startswith("qformer.") or key == "query_tokens") else None
+    origin: dict[str, str] = {}
+    for source_key, value in state.items():
+        key = source_key[len("bert."):] if source_key.startswith("bert.") else source_key
+        key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+        if key.startswith("embeddings.LayerNorm."):
+            target = "qformer.layernorm." + key.rsplit(".", 1)[1]
+        elif (match := re.match(r"^encoder\.layer\.(\d+)\.(.*)$", key)):
+            layer, rest = match.groups()
+            rest = rest.replace("attention.self.", "attention.attention.")
+            if rest.startswith(("intermediate.", "output.")):
+                head, tail = rest.split(".", 1)
+                rest = f"{head}_query.{tail}"
+            target = f"qformer.encoder.layer.{layer}.{rest}"
         else:
-            if key.startswith("ln_vision."):
-                vision_norm[key.rsplit(".", 1)[1]] = value.float()
-                continue
-            group = _ignored_group(key, _LAVIS_IGNORED)
-            target = None if group else lavis_to_pgmm_qformer_key(key)
-        if group:
-            report.ignored[group] = report.ignored.get(group, 0) + 1
-        elif target is None:
-            report.unexpected.append(key)
-        else:
-            tensors[target] = value.float()
-    report.missing = sorted(set(connector.state_dict()) - set(tensors))
-    if report.missing:
-        raise CheckpointError(f"{path}: missing Q-Former keys: {', '.join(report.missing[:10])}"
-                              + (f" (+{len(report.missing) - 10} more)" if len(report.missing) > 10 else ""))
-    if report.unexpected:
-        raise CheckpointError(f"{path}: unexpected keys: {', '.join(report.unexpected[:10])}")
-    assign_tensors(connector, tensors, str(path), report)
-    print(report.summary())
-    return vision_norm or None
+            continue  # word/position/token-type embeddings, pooler, MLM head: not on the query path
+        tensors[target] = value
+        origin[target] = source_key
+    return tensors, origin
 
 
 def init_qformer_from_bert(connector: nn.Module, directory: str) -> LoadReport:
-    """LAVIS' ``init_Qformer``: BERT-base self-attention and FFN weights; the query FFN copies the
-    text FFN; cross-attention stays randomly initialised."""
-    root = Path(directory)
-    candidates = [root / "model.safetensors", root / "pytorch_model.bin"]
-    path = next((p for p in candidates if p.is_file()), None)
-    if path is None:
-        raise CheckpointError(
-            f"no BERT weights in {root} (expected model.safetensors or pytorch_model.bin of bert-base-uncased)"
-        )
-    state = read_state_dict(path)
-    report = LoadReport(str(path))
-    tensors: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        key = key[len("bert."):] if key.startswith("bert.") else key
-        if key.startswith("embeddings.LayerNorm."):
-            tensors["qformer.layernorm." + key.rsplit(".", 1)[1]] = value
-            continue
-        match = re.match(r"^encoder\.layer\.(\d+)\.(.*)$", key)
-        if not match:
-            continue
-        layer, rest = match.groups()
-        rest = rest.replace("attention.self.", "attention.attention.")
-        rest = rest.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
-        if rest.startswith("intermediate."):
-            rest = rest.replace("intermediate.", "intermediate_query.", 1)
-        elif rest.startswith("output."):
-            rest = rest.replace("output.", "output_query.", 1)
-        tensors[f"qformer.encoder.layer.{layer}.{rest}"] = value
+    """Initialise the Q-Former from a local bert-base checkpoint directory, as LAVIS does before
+    stage 1. Cross-attention and the query tokens keep their random initialisation."""
+    report = LoadReport("Q-Former (BERT init)", directory, format="BERT")
+    state = read_state_dict(directory)
+    tensors, origin = bert_to_qformer(state)
+    if not tensors:
+        raise CheckpointError(f"{directory} holds no BERT encoder weights (bert.encoder.layer.*)")
     own = connector.state_dict()
-    usable = {k: v for k, v in tensors.items() if k in own}
-    assign_tensors(connector, usable, str(path), report)
-    print(report.summary())
+    # a 12-layer BERT may seed a shallower Q-Former; the extra layers are reported
+    deeper = [k for k in tensors if k not in own and re.match(r"^qformer\.encoder\.layer\.\d+\.", k)]
+    if deeper:
+        report.ignored["BERT layers beyond the Q-Former's depth"] = len(deeper)
+        for key in deeper:
+            del tensors[key]
+    optional = [k for k in own if ".crossattention." in k or k == "query_tokens"]
+    copy_into(connector, tensors, origin=origin, source=directory, report=report, optional=optional)
+    report.notes.append(f"kept random: cross-attention and query_tokens ({len(optional)} tensors)")
     return report
 
 
-def load_timm_checkpoint(model: nn.Module, path: str) -> LoadReport:
-    state = read_state_dict(path)
+# --- timm backbones -----------------------------------------------------------------------------------------
+
+
+def load_timm_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> LoadReport:
+    """Load a timm model's own weights file, through the model's ``checkpoint_filter_fn`` when its
+    module has one (timm uses it to convert original layouts and resample position embeddings)."""
+    import importlib
+
+    report = LoadReport("vision tower (timm)", source, format="timm")
     state = {re.sub(r"^(module\.|model\.)", "", k): v for k, v in state.items()}
-    report = LoadReport(str(path))
+    filter_fn = getattr(importlib.import_module(type(model).__module__), "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        try:
+            state = filter_fn(state, model)
+        except Exception as exc:
+            raise CheckpointError(f"{source}: timm could not adapt this checkpoint to "
+                                  f"{type(model).__name__}: {type(exc).__name__}: {exc}") from None
     own = model.state_dict()
-    head = {k for k in state if k not in own and re.match(r"^(head|fc|classifier|last_linear)\b", k)}
-    report.ignored["classifier head"] = len(head) if head else 0
-    if not head:
-        report.ignored.pop("classifier head")
-    tensors = {k: v for k, v in state.items() if k not in head}
-    report.missing = sorted(set(own) - set(tensors))
-    if report.missing:
-        raise CheckpointError(f"{path}: missing keys for this timm model: {', '.join(report.missing[:10])}")
-    assign_tensors(model, tensors, str(path), report)
+    head = [k for k in state if k not in own and re.match(r"^(head|fc|classifier|last_linear)(\.|$)", k)]
+    if head:
+        report.ignored["classifier head"] = len(head)
+        state = {k: v for k, v in state.items() if k not in head}
+    copy_into(model, state, origin={}, source=source, report=report)
     return report

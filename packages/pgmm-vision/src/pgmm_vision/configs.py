@@ -19,16 +19,19 @@ class EvaViTGConfig(ComponentConfig):
     """
 
     type: Literal["eva_vit_g"] = "eva_vit_g"
-    image_size: int = Field(224, gt=0, description="Input size; pos_embed is interpolated from the checkpoint's.")
+    image_size: int = Field(224, gt=0, description="Input size; pos_embed is resampled from the checkpoint's grid.")
     checkpoint: str | None = Field(
         None,
-        description="eva_vit_g.pth (flat LAVIS state dict) or a BLIP-2 checkpoint with visual_encoder.* keys.",
+        description="eva_vit_g.pth (flat LAVIS state dict), a BLIP-2 .pth with visual_encoder.* keys, or a "
+        "transformers BLIP-2 file/directory (vision_model.*). Without one the tower is randomly initialised.",
     )
-    freeze: bool = Field(True, description="Frozen: eval mode, no gradients, run under no_grad.")
+    freeze: bool = Field(True, description="Frozen: no gradients, eval mode that model.train() cannot undo, "
+                         "forward under torch.no_grad.")
     precision: Precision | None = Field(
-        None, description="Dtype of the frozen tower; default: the device precision policy's."
+        None, description="Storage dtype of the frozen tower (fp16/bf16 halve its memory); default: the "
+        "device precision policy's (fp32 unless device.precision says otherwise)."
     )
-    grad_checkpointing: bool = False
+    grad_checkpointing: bool = Field(False, description="Recompute blocks in backward (trainable tower only).")
     fused_attention: bool = Field(
         True, description="timm's fused SDPA attention; false gives LAVIS' explicit softmax bit for bit."
     )
@@ -45,9 +48,13 @@ class EvaViTGConfig(ComponentConfig):
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
-        if self.precision not in (None, "fp32") and not self.freeze:
-            raise ValueError("a trainable tower must keep precision fp32 (use device.precision for autocast)")
+        _check_precision(self.precision, self.freeze)
         return self
+
+
+def _check_precision(precision: str | None, freeze: bool) -> None:
+    if precision not in (None, "fp32") and not freeze:
+        raise ValueError("a trainable tower must keep precision fp32 (use device.precision for autocast)")
 
 
 class TimmEncoderConfig(ComponentConfig):
@@ -55,12 +62,27 @@ class TimmEncoderConfig(ComponentConfig):
 
     type: Literal["timm"] = "timm"
     model_name: str = Field(..., min_length=1, description="A timm model name, e.g. vit_base_patch16_224.")
-    checkpoint: str | None = Field(None, description="Local weights file (.safetensors/.pth/.bin); never downloaded.")
+    checkpoint: str | None = Field(
+        None, description="Local weights file (.safetensors/.pth/.bin) in the model's timm layout; never downloaded.")
     image_size: int | None = Field(None, gt=0, description="Input size; default: the model's own.")
     model_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra timm.create_model arguments.")
     freeze: bool = True
     precision: Precision | None = None
     grad_checkpointing: bool = False
+
+    @model_validator(mode="after")
+    def _check_local_only(self) -> TimmEncoderConfig:
+        if self.model_name.lower().startswith(("hf-hub:", "hf_hub:")):
+            raise ValueError(
+                f"'{self.model_name}' would make timm download the model from the Hugging Face Hub; pgmm "
+                "never downloads weights: download the file, then give the architecture name as model_name "
+                "and the file as checkpoint")
+        pretrained = sorted(k for k in self.model_kwargs if k.startswith("pretrained") or k == "num_classes")
+        if pretrained:
+            raise ValueError(f"model_kwargs may not set {', '.join(pretrained)}: weights come only from "
+                             "'checkpoint' (a local file) and the tower has no classifier")
+        _check_precision(self.precision, self.freeze)
+        return self
 
 
 class QFormerConfig(ComponentConfig):
@@ -76,10 +98,13 @@ class QFormerConfig(ComponentConfig):
     dropout: float = Field(0.1, ge=0, lt=1)
     attention_dropout: float = Field(0.1, ge=0, lt=1)
     checkpoint: str | None = Field(
-        None, description="blip2_pretrained.pth (LAVIS) or a transformers BLIP-2 weight file."
+        None, description="blip2_pretrained.pth (LAVIS), or a transformers BLIP-2 weight file or directory; "
+        "its ln_vision weights go to the model's ln_vision."
     )
-    bert_init: str | None = Field(None, description="Initialise from a local bert-base checkpoint directory.")
+    bert_init: str | None = Field(
+        None, description="Initialise from a local bert-base checkpoint directory first (as LAVIS does for stage 1).")
     freeze: bool = False
+    grad_checkpointing: bool = Field(False, description="Recompute Q-Former layers in backward to save memory.")
 
     @model_validator(mode="after")
     def _check_heads(self) -> QFormerConfig:

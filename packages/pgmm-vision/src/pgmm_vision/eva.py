@@ -3,7 +3,8 @@
 LAVIS' tower: patch 14, 1408 wide, 39 blocks (EVA-CLIP-g's last block dropped), 16 heads, MLP 6144
 with exact GELU, pre-norm blocks (LayerNorm eps 1e-6), a bias-free fused qkv plus separate
 ``q_bias``/``v_bias``, absolute position embedding, no layer scale and no final norm; all tokens out.
-timm's ``Eva`` with these settings has the same state-dict keys as LAVIS' module.
+timm's ``Eva`` with these settings has the same state-dict keys as LAVIS' module, and matches its
+outputs bit for bit with ``fused_attention=false`` (to ~1e-6 with timm's fused SDPA attention).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ def create_eva(config) -> nn.Module:
     from timm.layers import LayerNorm
     from timm.models.eva import Eva
 
-    # int(embed_dim * ratio) must give mlp_dim exactly (6144/1408 is not representable).
+    # timm takes int(embed_dim * mlp_ratio); nudge the ratio so that gives mlp_dim exactly
+    # (6144/1408 is not representable; LAVIS writes 4.3637).
     mlp_ratio = config.mlp_dim / config.embed_dim + 1e-6
     model = Eva(
         img_size=config.image_size,
@@ -36,11 +38,11 @@ def create_eva(config) -> nn.Module:
         use_rot_pos_emb=False,
         init_values=None,
         num_classes=0,
-        global_pool="avg",  # makes the final norm Identity (LAVIS has none)
+        use_fc_norm=False,
+        use_post_transformer_norm=False,  # LAVIS' tower ends without a norm: ln_vision follows it
         drop_path_rate=config.drop_path_rate,
         norm_layer=partial(LayerNorm, eps=1e-6),
     )
-    model.fc_norm = nn.Identity()
     if model.blocks[0].mlp.fc1.out_features != config.mlp_dim:
         raise PgmmError(f"internal: EVA MLP width {model.blocks[0].mlp.fc1.out_features} != {config.mlp_dim}")
     for module in model.modules():
@@ -66,13 +68,14 @@ def sincos_pos_embed_(model: nn.Module) -> None:
 
 def build_eva_vit_g(config) -> TimmTower:
     model = create_eva(config)
-    if not config.checkpoint and config.embed_dim % 4 == 0:
-        sincos_pos_embed_(model)
     if config.checkpoint:
-        from pgmm_vision.checkpoints import load_eva_checkpoint
+        from pgmm_vision.checkpoints import load_vision_state, not_llm, read_state_dict
 
-        load_eva_checkpoint(model, config.checkpoint, image_size=config.image_size,
-                            patch_size=config.patch_size)
+        state = read_state_dict(config.checkpoint, hint="eva", wanted=not_llm)
+        print(load_vision_state(model, state, config.checkpoint).summary(), flush=True)
+        del state
+    elif config.embed_dim % 4 == 0:
+        sincos_pos_embed_(model)
     return TimmTower(model, out_features=config.embed_dim, image_size=config.image_size,
                      frozen=config.freeze, precision=config.precision,
                      grad_checkpointing=config.grad_checkpointing)

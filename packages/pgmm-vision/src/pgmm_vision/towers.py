@@ -1,6 +1,8 @@
-"""What every pgmm-vision tower shares: dtype handling, freezing, gradient checkpointing."""
+"""What every pgmm-vision tower shares: freezing, storage precision, gradient checkpointing, tokens out."""
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 from torch import nn
@@ -9,11 +11,17 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class TimmTower(nn.Module):
-    """Wraps a timm model whose ``forward_features`` returns all tokens (B×N×D).
+    """A timm model as a vision tower: ``forward(B×3×H×W) -> B×N×out_features`` float32 tokens.
 
-    Inputs are cast to the tower's parameter dtype (a frozen tower may be stored in half precision)
-    and outputs returned in float32, because ln_vision and everything after it train in float32.
-    ``precision`` pins the dtype; ``None`` lets the run's precision policy choose.
+    * ``frozen``: no parameter requires grad, the tower is in eval mode and stays there whatever
+      ``train()`` the surrounding model calls (drop-path and dropout stay off, as the tower was
+      trained), and its forward runs under ``torch.no_grad``.
+    * ``precision``: storage dtype of a frozen tower (``fp16``/``bf16`` halve its memory). Inputs are
+      cast to it and outputs returned in float32, because ln_vision and everything after it train in
+      float32. ``None`` lets the run's device precision policy choose (fp32 unless configured).
+    * ``grad_checkpointing``: recompute blocks in backward (only matters for a trainable tower).
+
+    Models whose ``forward_features`` returns a feature map (CNNs) give one token per position.
     """
 
     def __init__(self, model: nn.Module, *, out_features: int, image_size: int, frozen: bool,
@@ -24,11 +32,21 @@ class TimmTower(nn.Module):
         self.image_size = image_size
         self.frozen = frozen
         self.follows_precision_policy = precision is None
-        if grad_checkpointing and hasattr(model, "set_grad_checkpointing"):
+        if grad_checkpointing:
             model.set_grad_checkpointing(True)
         if precision is not None:
-            self.model.to(DTYPES[precision])
+            model.to(DTYPES[precision])
+        if frozen:
+            model.requires_grad_(False)
+            self.eval()
+
+    def train(self, mode: bool = True) -> TimmTower:
+        return super().train(mode and not self.frozen)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         dtype = next(self.model.parameters()).dtype
-        return self.model.forward_features(pixel_values.to(dtype)).float()
+        with torch.no_grad() if self.frozen else contextlib.nullcontext():
+            features = self.model.forward_features(pixel_values.to(dtype))
+        if features.ndim == 4:  # B×C×H×W feature map -> B×(H·W)×C tokens
+            features = features.flatten(2).transpose(1, 2)
+        return features.float()
