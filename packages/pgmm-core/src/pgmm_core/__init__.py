@@ -19,7 +19,7 @@ _LAZY = {
     "load_config": ("pgmm_core.config.loading", "load_config"),
     "build_model": ("pgmm_core.model", "build_model"),
     "MultimodalModel": ("pgmm_core.model", "MultimodalModel"),
-    "train": ("pgmm_core.train", "train"),
+    "train": ("pgmm_core.train", None),  # the package is callable: pgmm_core.train(config)
     "PluginHost": ("pgmm_core.plugins", "PluginHost"),
     "hookimpl": ("pgmm_core.hookspecs", "hookimpl"),
     "ComponentConfig": ("pgmm_core.config.sections", "ComponentConfig"),
@@ -35,7 +35,8 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         module_name, attr = _LAZY[name]
-        value = getattr(importlib.import_module(module_name), attr)
+        module = importlib.import_module(module_name)
+        value = module if attr is None else getattr(module, attr)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'pgmm_core' has no attribute {name!r}")
