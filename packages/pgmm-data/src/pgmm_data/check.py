@@ -22,13 +22,19 @@ from typing import Any
 import numpy as np
 
 SPLITS = ("train", "val", "test")
+DESCRIPTION = (
+    "Build every dataset of data.train, data.val and data.test as the trainer does, decode every image "
+    "they use (in --workers processes), and report counts, bad files (missing, unreadable, too large) "
+    "with the samples they cost per epoch, and caption lengths in words. Exit status 0 when every "
+    "image is usable, 1 when some are not."
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     sub.required = True
     p = sub.add_parser("check", help="scan the configured datasets: counts, bad files, caption lengths",
-                       description=__doc__.split("\n\n")[1])
+                       description=DESCRIPTION)
     p.add_argument("--config", required=True, help="the training config (JSON)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.num_workers=8")
     p.add_argument("--split", choices=SPLITS, action="append",
@@ -213,7 +219,8 @@ def format_report(report: DatasetReport, max_bad_fraction: float) -> str:
         line = (f"  caption words ({report.captions:,} captions)  min {w['min']} · mean {w['mean']:.1f} · "
                 f"median {w['median']:g} · p95 {w['p95']:g} · max {w['max']}")
         if report.max_words is not None:
-            line += f"; {report.over_max_words:,} longer than max_words {report.max_words} (truncated)"
+            line += f"; {report.over_max_words:,} longer than max_words {report.max_words}"
+            line += " (truncated to it)" if report.over_max_words else ""
         lines.append(line)
     if report.bad_examples:
         lines.append("  bad files:")

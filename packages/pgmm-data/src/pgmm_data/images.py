@@ -11,17 +11,10 @@ white). EXIF orientation is not applied, as in LAVIS.
 from __future__ import annotations
 
 import io
-import os
 import warnings
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-
-# Freed Pillow image blocks kept for reuse by the next image. Pillow's default (0) returns every
-# decoded image's memory to the OS, so each new image page-faults fresh memory in: that costs about
-# as much as decoding a 640x480 JPEG. A few cached blocks remove it. PILLOW_BLOCKS_MAX wins if set.
-PILLOW_BLOCKS = 16
-_configured_pid: int | None = None
 
 
 class BadImage(Exception):
@@ -31,15 +24,6 @@ class BadImage(Exception):
     def __init__(self, reason: str, kind: str = "unreadable") -> None:
         super().__init__(reason)
         self.kind = kind
-
-
-def _configure_pillow() -> None:
-    global _configured_pid
-    if _configured_pid == os.getpid():
-        return
-    _configured_pid = os.getpid()
-    if "PILLOW_BLOCKS_MAX" not in os.environ and Image.core.get_blocks_max() < PILLOW_BLOCKS:
-        Image.core.set_blocks_max(PILLOW_BLOCKS)
 
 
 def open_rgb(path: str, max_pixels: int) -> Image.Image:
@@ -53,9 +37,8 @@ def check_header(path: str, max_pixels: int) -> None:
 
 
 def _guarded(path: str, max_pixels: int, *, decode: bool) -> Image.Image:
-    _configure_pillow()
     try:
-        with open(path, "rb") as handle:  # one read: faster than PIL's small buffered reads
+        with open(path, "rb") as handle:  # one read; the file is closed whatever happens next
             data = handle.read() if decode else handle.read(1 << 20)
     except FileNotFoundError:
         raise BadImage("file not found", "missing") from None
