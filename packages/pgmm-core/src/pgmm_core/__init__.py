@@ -6,6 +6,7 @@ model or trainer is actually used):
 * :func:`load_config` — JSON file + ``key=value`` overrides -> validated config
 * :func:`build_model` — config -> :class:`~pgmm_core.model.MultimodalModel`
 * :func:`train` — what ``python -m pgmm_core.train`` runs
+* :class:`Captioner` — ``Captioner.from_run(run_dir).caption(images)``
 * :class:`PluginHost`, :data:`hookimpl` — for plugin authors and embedding applications
 """
 
@@ -21,6 +22,7 @@ _LAZY = {
     "MultimodalModel": ("pgmm_core.model", "MultimodalModel"),
     "train": ("pgmm_core.train", None),  # the package is callable: pgmm_core.train(config)
     "PluginHost": ("pgmm_core.plugins", "PluginHost"),
+    "Captioner": ("pgmm_core.captioner", "Captioner"),
     "hookimpl": ("pgmm_core.hookspecs", "hookimpl"),
     "ComponentConfig": ("pgmm_core.config.sections", "ComponentConfig"),
     "PgmmError": ("pgmm_core.errors", "PgmmError"),
