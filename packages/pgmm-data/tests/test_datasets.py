@@ -90,7 +90,8 @@ def test_coco_config_split_and_paths_override_the_defaults(coco, tmp_path):
     assert len(coco_set(coco.root, "train", split="val")) == 3 * 5
     moved = tmp_path / "elsewhere.json"
     moved.write_text(coco.annotation_files["val"].read_text())
-    assert len(coco_set(coco.root, "val", annotation=str(moved), ground_truth="annotations/coco_karpathy_val_gt.json")) == 3
+    gt = "annotations/coco_karpathy_val_gt.json"
+    assert len(coco_set(coco.root, "val", annotation=str(moved), ground_truth=gt)) == 3
     with pytest.raises(DataError, match="ground_truth not found"):
         coco_set(coco.root, "val", ground_truth="nope.json")
 
@@ -242,7 +243,8 @@ def test_design_example_and_full_configs_validate(tmp_path):
     from pgmm_core.plugins import PluginHost
     from pgmm_core.testing import tiny_config
 
-    assert CocoCaptionConfig.model_validate({"type": "coco_caption", "root": "/data/coco", "split": "val"}).split == "val"
+    design_example = {"type": "coco_caption", "root": "/data/coco", "split": "val"}
+    assert CocoCaptionConfig.model_validate(design_example).split == "val"
     data = tiny_config(tmp_path, data={
         "train": [{"type": "coco_caption", "root": "/data/coco"}, {"type": "vg_caption", "root": "/data/vg"},
                   {"type": "jsonl_captions", "path": "/data/mine.jsonl", "image_processor": "blip_image_train"}],

@@ -205,7 +205,8 @@ def load_coco_karpathy(annotation: Path, image_root: Path) -> Annotations:
         image, captions = _entry(source, f"entry {i}", raw)
         eval_id = id_from_name(image)
         if eval_id is None:
-            raise _fail(source, f"entry {i}", f"no image id in the file name {image!r} (expected COCO_<split>_<id>.jpg)")
+            raise _fail(source, f"entry {i}",
+                        f"no image id in the file name {image!r} (expected COCO_<split>_<id>.jpg)")
         key = raw.get("image_id")
         builder.add(join_image_path(image_root, image), captions,
                     str(key) if key is not None else f"coco_{eval_id}", eval_id)
@@ -270,7 +271,8 @@ def load_vg_captions(annotation: Path, image_root: Path, path_prefix: str | None
         if eval_id is None:
             eval_id = id_from_name(image)
         if eval_id is None:
-            raise _fail(source, f"entry {i}", f"no image id: neither 'image_id' nor the file name {image!r} has a number")
+            raise _fail(source, f"entry {i}",
+                        f"no image id: neither 'image_id' nor the file name {image!r} has a number")
         key = raw.get("image_id")
         entries.append((image, captions, str(key) if key is not None else f"vg_{eval_id}", eval_id))
     resolve = _prefix_resolver(source, image_root, path_prefix) if path_prefix else _name_resolver(image_root)

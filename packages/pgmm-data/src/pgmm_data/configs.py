@@ -98,7 +98,7 @@ class JsonlCaptionsConfig(ImageCaptionConfig):
     """Your own data: one JSON object per line, ``{"image": path, "caption": str | [str, ...]}``.
 
     Optional per line: ``"image_id"`` (an int is used as the evaluation id). Relative image paths are
-    relative to ``image_root`` (default: the JSONL file's directory).
+    relative to ``image_root``, itself relative to the JSONL file's folder (default: that folder).
     """
 
     type: Literal["jsonl_captions"] = "jsonl_captions"

@@ -171,7 +171,8 @@ def build_vg_caption(config: Any, *, split: str, image_size: int) -> CaptionTrai
 
 def build_jsonl_captions(config: Any, *, split: str, image_size: int) -> CaptionTrainSet | CaptionEvalSet:
     path = Path(config.path).expanduser()
-    image_root = path.parent if config.image_root is None else Path(config.image_root).expanduser()
+    image_root = path.parent if config.image_root is None else path.parent / Path(config.image_root).expanduser()
     annotations = load_jsonl_captions(path, image_root)
-    check_images_exist(annotations, "relative image paths are relative to 'image_root' (default: the file's folder)")
+    check_images_exist(annotations, "relative image paths are relative to 'image_root' (default: the JSONL file's "
+                       "folder)")
     return _serve(config, annotations, kind="jsonl_captions", split=split, image_size=image_size)
