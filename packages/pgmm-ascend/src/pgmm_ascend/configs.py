@@ -10,11 +10,24 @@ from pgmm_core.devices.configs import DeviceConfig
 
 
 class NpuConfig(DeviceConfig):
-    """Ascend NPU via torch_npu. fp32 is the default policy (the original project's choice)."""
+    """Ascend NPU via torch_npu, HCCL between ranks. fp32 is the default (the original project's
+    choice) and is strict: HF32 stays off unless ``allow_hf32`` is set."""
 
     type: Literal["npu"] = "npu"
-    allow_hf32: bool = Field(False, description="Allow HF32 in matmul/conv (faster, not strict fp32).")
-    jit_compile: bool = Field(False, description="torch.npu.set_compile_mode(jit_compile=...).")
-    allow_internal_format: bool = Field(False, description="torch.npu.config.allow_internal_format.")
-    hccl_connect_timeout: int = Field(1200, gt=0, description="HCCL_CONNECT_TIMEOUT default (s), env wins.")
-    hccl_exec_timeout: int = Field(1800, gt=0, description="HCCL_EXEC_TIMEOUT default (s), env wins.")
+    allow_hf32: bool = Field(
+        False, description="Let matmul/conv round fp32 inputs to HF32 (faster, no longer strict fp32): "
+        "torch.npu.matmul.allow_hf32 and torch.npu.conv.allow_hf32.")
+    jit_compile: bool = Field(
+        False, description="torch.npu.set_compile_mode(jit_compile=...). False uses the prebuilt binary "
+        "kernels, avoiding per-shape compilation stalls.")
+    allow_internal_format: bool = Field(
+        False, description="torch.npu.config.allow_internal_format. False keeps tensors in plain ND "
+        "layout so that saved and gathered tensors are what they look like.")
+    hccl_connect_timeout: int = Field(
+        1200, ge=120, le=7200, description="Seconds HCCL waits for all ranks to connect "
+        "(HCCL_CONNECT_TIMEOUT; HCCL's own default of 120 is short when 8 ranks load a 7B model). "
+        "An HCCL_CONNECT_TIMEOUT already in the environment wins.")
+    hccl_exec_timeout: int = Field(
+        1800, ge=0, description="Seconds a collective may wait for the slowest rank (HCCL_EXEC_TIMEOUT; "
+        "rank 0 scoring an evaluation keeps the others waiting). An HCCL_EXEC_TIMEOUT already in the "
+        "environment wins.")

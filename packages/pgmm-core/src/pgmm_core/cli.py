@@ -25,6 +25,15 @@ def run_guarded(action: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("pgmm: interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as exc:  # `import torch` failing in an auto-loaded device extension (torch_npu)
+        from pgmm_core.devices.probes import explain_torch_import_failure
+        from pgmm_core.errors import DeviceUnavailableError
+
+        message = explain_torch_import_failure(exc)
+        if message is None:
+            raise
+        print(f"pgmm: error: {message}", file=sys.stderr)
+        return DeviceUnavailableError.exit_code
 
 
 def _host() -> Any:

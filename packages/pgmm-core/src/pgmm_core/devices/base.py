@@ -69,7 +69,17 @@ class DeviceBackend(ABC):
     def __init__(self, config: Any) -> None:
         self.config = config
         self.collectives = Collectives(self.rules)
-        self.device: torch.device | None = None
+        self.device = None
+
+    @property
+    def device(self) -> torch.device | None:
+        """The device :meth:`setup` selected (``None`` before); collectives communicate through it."""
+        return self._device
+
+    @device.setter
+    def device(self, value: torch.device | None) -> None:
+        self._device = value
+        self.collectives.device = value
 
     # --- availability ------------------------------------------------------------------------------
 
