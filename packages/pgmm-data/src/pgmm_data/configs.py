@@ -1,19 +1,108 @@
-"""Config models of pgmm-data's datasets (pydantic only: importing this never imports torch)."""
+"""Config models of pgmm-data's datasets (pydantic only: importing this never imports torch).
+
+Paths are plain strings and are not checked here: ``validate`` must work on a machine that does not
+hold the data. Files are opened (and problems reported with file and position) when a dataset is
+built, before the first training step.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pgmm_core.config.sections import ComponentConfig
+
+# PIL's own default (Image.MAX_IMAGE_PIXELS): about 9459 x 9459.
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 
 
 class CaptionDatasetConfig(ComponentConfig):
     """Fields shared by caption datasets."""
 
     max_words: int = Field(50, gt=0, description="blip_caption: keep at most this many words.")
-    max_samples: int | None = Field(None, gt=0, description="Use only the first N entries (quick runs).")
+    max_samples: int | None = Field(
+        None, gt=0, description="Use only the first N samples (train: captions; val/test: images)."
+    )
+
+
+class ImageCaptionConfig(CaptionDatasetConfig):
+    """Fields of datasets that read image files."""
+
+    image_processor: Literal["blip2_image_train", "blip_image_train"] = Field(
+        "blip2_image_train",
+        description="Train-time image processor (LAVIS names); val/test always use blip_image_eval.",
+    )
+    min_scale: float = Field(0.5, gt=0, le=1, description="RandomResizedCrop smallest area fraction.")
+    max_scale: float = Field(1.0, gt=0, le=1, description="RandomResizedCrop largest area fraction.")
+    max_image_pixels: int = Field(
+        DEFAULT_MAX_IMAGE_PIXELS, gt=0,
+        description="Refuse images with more pixels than this (decompression bombs); they count as bad.",
+    )
+    image_root: str | None = Field(
+        None, description="Directory the annotation's image paths are relative to (default per dataset)."
+    )
+
+    @model_validator(mode="after")
+    def _check_scales(self) -> ImageCaptionConfig:
+        if self.min_scale > self.max_scale:
+            raise ValueError(f"min_scale {self.min_scale} is larger than max_scale {self.max_scale}")
+        return self
+
+
+class CocoCaptionConfig(ImageCaptionConfig):
+    """COCO captions with the Karpathy splits, in LAVIS' layout under ``root``::
+
+        root/annotations/coco_karpathy_{train,val,test}.json
+        root/annotations/coco_karpathy_{val,test}_gt.json     (optional: built from the Karpathy file)
+        root/images/train2014/COCO_train2014_….jpg            (image_root: root/images, else root)
+        root/images/val2014/COCO_val2014_….jpg
+    """
+
+    type: Literal["coco_caption"] = "coco_caption"
+    root: str = Field(..., min_length=1, description="The COCO directory (LAVIS: cache/coco).")
+    split: Literal["train", "val", "test"] | None = Field(
+        None, description="Karpathy split to read; default: the list it is in (data.train -> train, ...)."
+    )
+    annotation: str | None = Field(
+        None, description="Karpathy JSON file; default root/annotations/coco_karpathy_<split>.json."
+    )
+    ground_truth: str | None = Field(
+        None,
+        description="COCO-format references for val/test; default root/annotations/coco_karpathy_<split>_gt.json "
+        "or root/../coco_gt/coco_karpathy_<split>_gt.json when present, else built from the Karpathy file.",
+    )
+
+
+class VgCaptionConfig(ImageCaptionConfig):
+    """Visual Genome region captions (LAVIS ``vg_caption.json``), layout under ``root``::
+
+        root/annotations/vg_caption.json
+        root/images/VG_100K/1.jpg, root/images/VG_100K_2/…   (image_root: root/images, else root)
+
+    The annotation's image paths are absolute paths of the machine that made it; they are rewritten
+    against ``image_root``: with ``path_prefix`` by stripping that prefix, otherwise by file name
+    (Visual Genome file names are unique image ids).
+    """
+
+    type: Literal["vg_caption"] = "vg_caption"
+    root: str = Field(..., min_length=1, description="The Visual Genome directory (LAVIS: cache/vg).")
+    annotation: str | None = Field(None, description="Default root/annotations/vg_caption.json.")
+    path_prefix: str | None = Field(
+        None, description="Prefix of the annotation's image paths to replace by image_root "
+        "(default: find each image under image_root by file name)."
+    )
+
+
+class JsonlCaptionsConfig(ImageCaptionConfig):
+    """Your own data: one JSON object per line, ``{"image": path, "caption": str | [str, ...]}``.
+
+    Optional per line: ``"image_id"`` (an int is used as the evaluation id). Relative image paths are
+    relative to ``image_root``, itself relative to the JSONL file's folder (default: that folder).
+    """
+
+    type: Literal["jsonl_captions"] = "jsonl_captions"
+    path: str = Field(..., min_length=1, description="The .jsonl file.")
 
 
 class SyntheticShapesConfig(CaptionDatasetConfig):

@@ -1,12 +1,24 @@
-"""pgmm-data's plugin: registers its datasets (import-cheap)."""
+"""pgmm-data's plugin: registers its datasets and the ``data`` command (import-cheap: no torch)."""
 
 from __future__ import annotations
 
 from pgmm_core.hookspecs import hookimpl
-from pgmm_data.configs import SyntheticShapesConfig
+from pgmm_data.configs import CocoCaptionConfig, JsonlCaptionsConfig, SyntheticShapesConfig, VgCaptionConfig
 
 
 @hookimpl
 def pgmm_register_datasets(registrar):
+    registrar.add("coco_caption", "pgmm_data.datasets:build_coco_caption", CocoCaptionConfig,
+                  description="COCO captions, Karpathy splits (LAVIS layout and files)")
+    registrar.add("vg_caption", "pgmm_data.datasets:build_vg_caption", VgCaptionConfig,
+                  description="Visual Genome region captions (LAVIS vg_caption.json)")
+    registrar.add("jsonl_captions", "pgmm_data.datasets:build_jsonl_captions", JsonlCaptionsConfig,
+                  description='your own {"image": path, "caption": str | [str]} lines')
     registrar.add("synthetic_shapes", "pgmm_data.synthetic:build_synthetic_shapes", SyntheticShapesConfig,
                   description="procedural coloured shapes with captions (deterministic, no files)")
+
+
+@hookimpl
+def pgmm_register_commands(registrar):
+    registrar.add("data", help="inspect the configured datasets: data check --config FILE",
+                  configure="pgmm_data.check:configure", run="pgmm_data.check:run")

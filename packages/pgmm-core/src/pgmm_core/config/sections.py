@@ -76,7 +76,6 @@ class DataSection(StrictModel):
     max_bad_fraction: float = Field(
         0.01, ge=0, le=1, description="Stop when more than this fraction of images are unreadable."
     )
-    image_processor: Literal["blip2_image_train", "blip_image_train"] = "blip2_image_train"
 
     @model_validator(mode="after")
     def _check_weights(self) -> DataSection:

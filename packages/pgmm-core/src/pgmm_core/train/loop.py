@@ -104,7 +104,7 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type != "cpu" else None
             self.ddp = DistributedDataParallel(self.model, device_ids=ids)
-        self.tracker = BadImageTracker(cfg.data.max_bad_fraction)
+        self.tracker = BadImageTracker(cfg.data.max_bad_fraction, collectives=self.collectives, device=self.device)
         self.best: dict[str, Any] | None = None
         self.last_metrics: dict[str, Any] = {}
         self.metrics_step = -1
@@ -251,10 +251,9 @@ class Trainer:
                     self._save(position)
                 if self.view.step >= self.total_steps or self.view.stop_reason is not None:
                     self._last_position = position
+                    self._report_bad_images(epoch)
                     return losses
-            bad = self.tracker.end_epoch()
-            if bad:
-                self._message(f"epoch {epoch}: skipped {bad} unreadable image(s)")
+            self._report_bad_images(epoch)
             self._last_position = Position(self.view.step, epoch + 1, 0)
             if t.eval_every is None and self.val_sets:
                 self._evaluate(self.view.step, epoch)
@@ -263,6 +262,11 @@ class Trainer:
             if self.view.stop_reason is not None:
                 break
         return losses
+
+    def _report_bad_images(self, epoch: int) -> None:
+        bad = self.tracker.end_epoch()
+        if bad:
+            self._message(f"epoch {epoch}: skipped {bad} unreadable image(s)")
 
     def _position_now(self) -> Position:
         return getattr(self, "_last_position", Position(self.view.step, self.view.epoch, 0))
