@@ -1,7 +1,7 @@
 """``python -m pgmm_core`` (also the ``pgmm`` console script).
 
 Built-in subcommands: ``plugins``, ``schema``, ``validate``, ``train``, ``caption``, ``evaluate``,
-``report``; plugins add more through
+``report``, ``convert``; plugins add more through
 ``pgmm_register_commands``. ``plugins``, ``schema`` and ``validate`` never import torch.
 """
 
@@ -161,6 +161,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from pgmm_core.convert import convert
+
+    convert(args.source, args.target, to=args.to, source_format=args.source_format, checkpoint=args.checkpoint)
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from pgmm_core.train.__main__ import main as train_main
 
@@ -226,6 +233,15 @@ def build_parser(host: Any | None = None) -> argparse.ArgumentParser:
     p.add_argument("--gallery", type=int, default=12, help="validation images shown")
     p.set_defaults(_run=cmd_report)
 
+    p = sub.add_parser("convert", help="convert checkpoints between LAVIS, pgmm and transformers BLIP-2 layouts")
+    p.add_argument("source", help="checkpoint file, transformers directory, or pgmm run directory")
+    p.add_argument("target", help="output file (.safetensors; .pth for LAVIS)")
+    p.add_argument("--to", required=True, choices=("pgmm", "lavis", "hf"), help="layout to write")
+    p.add_argument("--from", dest="source_format", choices=("lavis", "eva", "hf", "pgmm"),
+                   help="layout of the source (detected from its keys by default)")
+    p.add_argument("--checkpoint", default="best", help="for a run directory: best, last or a path")
+    p.set_defaults(_run=cmd_convert)
+
     p = sub.add_parser("train", help="same as python -m pgmm_core.train", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(_run=cmd_train)
@@ -240,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
 
     def go() -> int:
-        builtin = {"plugins", "schema", "validate", "train", "caption", "evaluate", "report"}
+        builtin = {"plugins", "schema", "validate", "train", "caption", "evaluate", "report", "convert"}
         wants_plugin_command = bool(argv) and argv[0] not in builtin and not argv[0].startswith("-")
         host = _host() if wants_plugin_command or not argv or argv[0] in ("-h", "--help") else None
         args = build_parser(host).parse_args(argv)
