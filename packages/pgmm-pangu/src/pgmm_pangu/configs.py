@@ -17,10 +17,14 @@ class OpenPanguConfig(ComponentConfig):
     type: Literal["openpangu"] = "openpangu"
     path: str = Field(..., min_length=1, description="The release directory (config.json, shards, tokenizer.model).")
     dtype: Dtype | None = Field(
-        None, description="Weight dtype; default: the device precision policy's (fp32 unless bf16/fp16)."
+        None,
+        description="Weight dtype. Default: as stored (bf16 for the release), then the device precision "
+        "policy's dtype when the LLM is frozen; a value given here is kept whatever the policy.",
     )
     freeze: bool = True
-    grad_checkpointing: bool = False
+    grad_checkpointing: bool = Field(
+        False, description="Recompute each decoder layer in the backward pass (less memory, more compute)."
+    )
     loss_chunk_tokens: int = Field(
         0, ge=0, description="Target tokens per LM-head chunk in the loss; 0 picks it from the vocab size."
     )
@@ -45,10 +49,10 @@ class TinyOpenPanguConfig(ComponentConfig):
     pretrain_steps: int = Field(
         0, ge=0, description="Train the random model on the caption corpus first (a frozen LLM must know the language)."
     )
-    dtype: Dtype | None = None
+    dtype: Dtype | None = Field(None, description="Weight dtype; default: as stored, then the precision policy's.")
     freeze: bool = True
     grad_checkpointing: bool = False
-    loss_chunk_tokens: int = Field(0, ge=0)
+    loss_chunk_tokens: int = Field(0, ge=0, description="Target tokens per LM-head chunk in the loss; 0: automatic.")
 
 
 class HfCausalLMConfig(ComponentConfig):
@@ -56,8 +60,8 @@ class HfCausalLMConfig(ComponentConfig):
 
     type: Literal["hf_causal_lm"] = "hf_causal_lm"
     path: str = Field(..., min_length=1, description="A local model directory; nothing is downloaded.")
-    dtype: Dtype | None = None
+    dtype: Dtype | None = Field(None, description="Weight dtype; default: as stored, then the precision policy's.")
     freeze: bool = True
     grad_checkpointing: bool = False
     eos_token: str | None = Field(None, description="Override the tokenizer's EOS token (e.g. '\\n' for OPT captions).")
-    loss_chunk_tokens: int = Field(0, ge=0)
+    loss_chunk_tokens: int = Field(0, ge=0, description="Target tokens per LM-head chunk in the loss; 0: automatic.")

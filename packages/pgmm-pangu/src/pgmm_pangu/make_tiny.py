@@ -83,7 +83,11 @@ def default_corpus() -> list[str]:
 
 
 def train_tokenizer(lines: list[str], vocab_size: int) -> bytes:
-    """A SentencePiece model with byte fallback and openPangu's special symbols as user pieces."""
+    """A BPE SentencePiece model with byte fallback and openPangu's special symbols as user pieces.
+
+    No normaliser and no whitespace folding, like the Llama-family models openPangu's tokenizer
+    follows: text round-trips exactly.
+    """
     import sentencepiece as spm
 
     buffer = io.BytesIO()
@@ -97,6 +101,8 @@ def train_tokenizer(lines: list[str], vocab_size: int) -> bytes:
         user_defined_symbols=SPECIAL_SYMBOLS,
         unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
         hard_vocab_limit=False,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
         num_threads=1,
         minloglevel=2,
     )
