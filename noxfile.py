@@ -25,5 +25,5 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The full test suite (CPU only, a few minutes on 2 cores)."""
-    session.install(*EDITABLE, "pytest>=8")
+    session.install(*EDITABLE, "pytest>=8", "scikit-image")  # skimage: real photographs for tests
     session.run("python", "-m", "pytest", *(session.posargs or ["-q"]))

@@ -6,6 +6,7 @@ model or trainer is actually used):
 * :func:`load_config` — JSON file + ``key=value`` overrides -> validated config
 * :func:`build_model` — config -> :class:`~pgmm_core.model.MultimodalModel`
 * :func:`train` — what ``python -m pgmm_core.train`` runs
+* :class:`Captioner` — ``Captioner.from_run(run_dir).caption(images)``
 * :class:`PluginHost`, :data:`hookimpl` — for plugin authors and embedding applications
 """
 
@@ -19,8 +20,9 @@ _LAZY = {
     "load_config": ("pgmm_core.config.loading", "load_config"),
     "build_model": ("pgmm_core.model", "build_model"),
     "MultimodalModel": ("pgmm_core.model", "MultimodalModel"),
-    "train": ("pgmm_core.train", "train"),
+    "train": ("pgmm_core.train", None),  # the package is callable: pgmm_core.train(config)
     "PluginHost": ("pgmm_core.plugins", "PluginHost"),
+    "Captioner": ("pgmm_core.captioner", "Captioner"),
     "hookimpl": ("pgmm_core.hookspecs", "hookimpl"),
     "ComponentConfig": ("pgmm_core.config.sections", "ComponentConfig"),
     "PgmmError": ("pgmm_core.errors", "PgmmError"),
@@ -35,7 +37,8 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         module_name, attr = _LAZY[name]
-        value = getattr(importlib.import_module(module_name), attr)
+        module = importlib.import_module(module_name)
+        value = module if attr is None else getattr(module, attr)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'pgmm_core' has no attribute {name!r}")

@@ -1,6 +1,7 @@
 """``python -m pgmm_core`` (also the ``pgmm`` console script).
 
-Built-in subcommands: ``plugins``, ``schema``, ``validate``, ``train``; plugins add more through
+Built-in subcommands: ``plugins``, ``schema``, ``validate``, ``train``, ``caption``, ``evaluate``,
+``report``; plugins add more through
 ``pgmm_register_commands``. ``plugins``, ``schema`` and ``validate`` never import torch.
 """
 
@@ -94,6 +95,63 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generation_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("num_beams", "max_new_tokens", "min_new_tokens", "top_p", "temperature", "repetition_penalty",
+             "length_penalty", "num_return_sequences")
+    settings = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if args.sample:
+        settings["do_sample"] = True
+    return settings
+
+
+def cmd_caption(args: argparse.Namespace) -> int:
+    from pgmm_core.captioner import Captioner, expand_image_paths
+    from pgmm_core.errors import DataError
+
+    paths = expand_image_paths(args.images)
+    if not paths:
+        raise DataError("no images given (files or directories of .jpg/.png/...)")
+    captioner = Captioner.from_run(args.run, checkpoint=args.checkpoint, overrides=args.set)
+    settings = _generation_overrides(args)
+    per_image = settings.get("num_return_sequences", captioner.generation.num_return_sequences)
+    failures = 0
+    for start in range(0, len(paths), args.batch_size):
+        batch, readable = paths[start : start + args.batch_size], []
+        for path in batch:
+            try:
+                captioner.pixel_values([path])
+                readable.append(path)
+            except DataError as exc:
+                failures += 1
+                print(f"pgmm: error: {exc}", file=sys.stderr)
+        if not readable:
+            continue
+        captions = captioner.caption(readable, batch_size=args.batch_size, prompt=args.prompt, **settings)
+        for i, path in enumerate(readable):
+            for caption in captions[i * per_image : (i + 1) * per_image]:
+                if args.json:
+                    print(json.dumps({"image": str(path), "caption": caption}, ensure_ascii=False))
+                else:
+                    print(f"{path}\t{caption}")
+    return 1 if failures else 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pgmm_core.evaluate_run import evaluate_run
+
+    evaluate_run(args.run, split=args.split, data_file=args.data, checkpoint=args.checkpoint,
+                 overrides=args.set, out_dir=args.out)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pgmm_core.report import build_report
+
+    path = build_report(args.run, out_dir=args.out, gallery_size=args.gallery)
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from pgmm_core.train.__main__ import main as train_main
 
@@ -101,6 +159,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # --- parser -------------------------------------------------------------------------------------------
+
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="run directory (config.json + checkpoints/)")
+    p.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint directory")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides, e.g. model.llm.path=/data/pangu device.type=cpu")
 
 
 def build_parser(host: Any | None = None) -> argparse.ArgumentParser:
@@ -122,6 +187,36 @@ def build_parser(host: Any | None = None) -> argparse.ArgumentParser:
     p.add_argument("--print-config", action="store_true", help="print the resolved config when valid")
     p.set_defaults(_run=cmd_validate)
 
+    p = sub.add_parser("caption", help="caption images with a trained run")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
+    _run_arguments(p)
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--prompt", help="text before the caption (default: the run's model.prompt)")
+    p.add_argument("--num-beams", dest="num_beams", type=int)
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int)
+    p.add_argument("--min-new-tokens", dest="min_new_tokens", type=int)
+    p.add_argument("--sample", action="store_true", help="nucleus sampling instead of beam search")
+    p.add_argument("--top-p", dest="top_p", type=float)
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--repetition-penalty", dest="repetition_penalty", type=float)
+    p.add_argument("--length-penalty", dest="length_penalty", type=float)
+    p.add_argument("--num-return-sequences", dest="num_return_sequences", type=int)
+    p.set_defaults(_run=cmd_caption)
+
+    p = sub.add_parser("evaluate", help="caption a split with a run's checkpoint and score it (torchrun ok)")
+    _run_arguments(p)
+    p.add_argument("--split", choices=("val", "test"), default="val")
+    p.add_argument("--data", help="JSON file with a dataset config (or a list) to evaluate instead")
+    p.add_argument("--out", help="output directory (default RUN/eval/<split>-step<N>)")
+    p.set_defaults(_run=cmd_evaluate)
+
+    p = sub.add_parser("report", help="write an HTML report (curves, metrics, captioned samples) of a run")
+    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--out", help="output directory (default RUN/report)")
+    p.add_argument("--gallery", type=int, default=12, help="validation images shown")
+    p.set_defaults(_run=cmd_report)
+
     p = sub.add_parser("train", help="same as python -m pgmm_core.train", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(_run=cmd_train)
@@ -136,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
 
     def go() -> int:
-        builtin = {"plugins", "schema", "validate", "train"}
+        builtin = {"plugins", "schema", "validate", "train", "caption", "evaluate", "report"}
         wants_plugin_command = bool(argv) and argv[0] not in builtin and not argv[0].startswith("-")
         host = _host() if wants_plugin_command or not argv or argv[0] in ("-h", "--help") else None
         args = build_parser(host).parse_args(argv)

@@ -76,9 +76,12 @@ def _score(gts_raw: dict[Any, list[str]], res_raw: dict[Any, list[str]], has_jav
     if has_java:
         from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-        tokenizer = PTBTokenizer()
-        gts = tokenizer.tokenize({i: [{"caption": c} for c in caps] for i, caps in gts_raw.items()})
-        res = tokenizer.tokenize({i: [{"caption": c} for c in caps] for i, caps in res_raw.items()})
+        # one Java process for references and predictions together (each start costs a second)
+        both = {("gt", i): [{"caption": c} for c in caps] for i, caps in gts_raw.items()}
+        both.update({("res", i): [{"caption": c} for c in caps] for i, caps in res_raw.items()})
+        tokenized = PTBTokenizer().tokenize(both)
+        gts = {i: tokenized[("gt", i)] for i in gts_raw}
+        res = {i: tokenized[("res", i)] for i in res_raw}
     else:
         gts, res = _simple_tokenize(gts_raw), _simple_tokenize(res_raw)
         unavailable["tokenizer"] = "Java not found: PTB tokenizer replaced by lowercase + punctuation removal"

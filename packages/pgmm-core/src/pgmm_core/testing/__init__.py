@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -75,3 +77,30 @@ def install_fake_distribution(site_dir: str | Path, name: str, version: str, mod
 def add_to_path(site_dir: str | Path) -> None:
     if str(site_dir) not in sys.path:
         sys.path.insert(0, str(site_dir))
+
+
+def no_dropout_config(output_dir: Path, **sections: Any) -> dict[str, Any]:
+    """Tiny config whose Q-Former has no dropout (so runs with different rank layouts compare)."""
+    config = tiny_config(output_dir, **sections)
+    config["model"]["connector"].update({"dropout": 0.0, "attention_dropout": 0.0})
+    return config
+
+
+def run_train(config: dict[str, Any], tmp_path: Path, *extra: str, name: str = "config.json",
+              env: dict[str, str] | None = None, launcher: list[str] | None = None,
+              timeout: int = 600) -> subprocess.CompletedProcess:
+    path = write_config(tmp_path / name, config)
+    command = [*(launcher or [sys.executable]), "-m", "pgmm_core.train", "--config", str(path), *extra]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def log_records(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def final_weights(run_dir: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    last = sorted((run_dir / "checkpoints").glob("step-*"))[-1]
+    return load_file(str(last / "model.safetensors"))

@@ -1,7 +1,14 @@
-"""The stage-2 trainer. ``python -m pgmm_core.train --config FILE [k=v ...]`` runs :func:`train`."""
+"""The stage-2 trainer. ``python -m pgmm_core.train --config FILE [k=v ...]`` runs :func:`train`.
+
+``pgmm_core.train`` is both this package and the public function ``pgmm_core.train(config)``:
+importing a submodule makes Python bind the package to that attribute, so the package module itself
+is made callable and forwards to :func:`train`.
+"""
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import Any
 
 
@@ -10,3 +17,11 @@ def train(config: Any, *, resume: str | None = None) -> dict[str, Any]:
     from pgmm_core.train.loop import Trainer
 
     return Trainer(config, resume=resume).run()
+
+
+class _CallablePackage(types.ModuleType):
+    def __call__(self, config: Any, *, resume: str | None = None) -> dict[str, Any]:
+        return train(config, resume=resume)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

@@ -243,14 +243,13 @@ class Trainer:
                     window_start = time.perf_counter()
                 self.logger.step(self.view.step, record)
                 self.host.call_event("pgmm_on_step_end", run=self.view, step=self.view.step, metrics=record)
-                done = self.view.step >= self.total_steps or self.view.stop_reason is not None
                 position = Position(self.view.step, epoch, micro) if micro < micro_limit else Position(
                     self.view.step, epoch + 1, 0)
                 if t.eval_every and self.view.step % t.eval_every == 0 and self.val_sets:
                     self._evaluate(self.view.step, epoch)
                 if t.save_every and self.view.step % t.save_every == 0:
                     self._save(position)
-                if done:
+                if self.view.step >= self.total_steps or self.view.stop_reason is not None:
                     self._last_position = position
                     return losses
             bad = self.tracker.end_epoch()

@@ -1,4 +1,5 @@
-"""AdamW with LAVIS' parameter groups: no weight decay for biases and parameters with ndim < 2."""
+"""AdamW with LAVIS' parameter groups (``BaseModel.get_optimizer_params``): no weight decay for
+parameters with ndim < 2 and for names containing ``bias``, ``ln`` or ``bn``."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if param.ndim < 2 or name.endswith(".bias") or "bias" in name.rsplit(".", 1)[-1]:
+        if param.ndim < 2 or "bias" in name or "ln" in name or "bn" in name:
             no_decay.append(param)
         else:
             decay.append(param)

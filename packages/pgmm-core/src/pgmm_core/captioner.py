@@ -1,0 +1,123 @@
+"""Captioning images with a trained run: ``Captioner.from_run(run_dir).caption(images)``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pgmm_core.config.sections import GenerationSection
+from pgmm_core.errors import DataError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def eval_transform(image_size: int) -> Any:
+    """LAVIS ``blip_image_eval`` (from pgmm-data): the preprocessing the model was evaluated with."""
+    try:
+        from pgmm_data.processors import blip_image_eval
+    except ImportError:  # pragma: no cover - pgmm-core depends on pgmm-data
+        raise DataError("captioning needs pgmm-data's processors: pip install pgmm-data") from None
+    return blip_image_eval(image_size)
+
+
+def expand_image_paths(items: Iterable[str | Path]) -> list[Path]:
+    """Files as given; directories replaced by their image files (sorted, not recursive)."""
+    paths: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            paths.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            paths.append(path)
+    return paths
+
+
+def load_rgb(path: Path) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise DataError(f"image not found: {path}") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from None
+
+
+class Captioner:
+    """A model plus the preprocessing, device and precision it runs with."""
+
+    def __init__(self, model: Any, *, device: torch.device, policy: Any, image_size: int,
+                 generation: GenerationSection | None = None) -> None:
+        self.model = model.eval()
+        self.device = device
+        self.policy = policy
+        self.image_size = image_size
+        self.generation = generation or GenerationSection()
+        self.transform = eval_transform(image_size)
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, *, checkpoint: str = "best", overrides: Sequence[str] = (),
+                 host: Any | None = None) -> Captioner:
+        """Load ``run_dir``'s model (``checkpoint``: best, last or a path) on its configured device.
+
+        ``overrides`` are config ``key=value`` pairs, e.g. ``model.llm.path=/data/pangu`` for a run
+        trained on another machine, or ``device.type=cpu``.
+        """
+        from pgmm_core.devices.select import select_device_backend
+        from pgmm_core.runs import load_run
+        from pgmm_core.train.loop import apply_precision_policy
+
+        run = load_run(run_dir, checkpoint=checkpoint, overrides=list(overrides), host=host)
+        backend = select_device_backend(run.config.device, run.config.host)
+        device = backend.setup(0)
+        policy = backend.precision_policy()
+        apply_precision_policy(run.model, policy)
+        run.model.to(device)
+        captioner = cls(run.model, device=device, policy=policy, image_size=run.model.vision.image_size,
+                        generation=run.config.eval.generation)
+        captioner.run = run
+        return captioner
+
+    def pixel_values(self, images: Sequence[Any]) -> torch.Tensor:
+        """Paths and PIL images are preprocessed; uint8 tensors (C×H×W) are treated as images;
+        float tensors as already preprocessed pixel values (C×H×W at the model's size)."""
+        from PIL import Image
+
+        rows = []
+        for image in images:
+            if isinstance(image, (str, Path)):
+                rows.append(self.transform(load_rgb(Path(image))))
+            elif isinstance(image, Image.Image):
+                rows.append(self.transform(image.convert("RGB")))
+            elif isinstance(image, torch.Tensor) and image.dtype == torch.uint8:
+                from torchvision.transforms.functional import to_pil_image
+
+                rows.append(self.transform(to_pil_image(image)))
+            elif isinstance(image, torch.Tensor):
+                if image.shape[-2:] != (self.image_size, self.image_size):
+                    raise DataError(f"pixel tensor of shape {tuple(image.shape)} is not "
+                                    f"3x{self.image_size}x{self.image_size}")
+                rows.append(image.float())
+            else:
+                raise TypeError(f"cannot caption a {type(image).__name__}: give a path, a PIL image or a tensor")
+        return torch.stack(rows)
+
+    @torch.no_grad()
+    def caption(self, images: Any, *, batch_size: int = 8, prompt: str | None = None,
+                **generation: Any) -> list[str]:
+        """One caption per image (``num_return_sequences`` per image if set). ``generation`` overrides
+        the run's ``eval.generation`` settings (num_beams, max_new_tokens, do_sample, top_p, …)."""
+        if not isinstance(images, (list, tuple)):
+            images = list(images) if isinstance(images, torch.Tensor) and images.dim() == 4 else [images]
+        settings = self.generation.model_copy(update=generation) if generation else self.generation
+        settings = GenerationSection.model_validate(settings.model_dump())
+        captions: list[str] = []
+        for start in range(0, len(images), batch_size):
+            pixels = self.pixel_values(images[start : start + batch_size]).to(self.device)
+            with self.policy.autocast():
+                captions.extend(self.model.generate(pixels, prompt=prompt, generation=settings))
+        return captions

@@ -1,0 +1,70 @@
+"""Opening a finished (or running) run directory: its config, its checkpoints, its model.
+
+A run directory is self-contained — ``config.json`` plus ``checkpoints/`` — so a run trained on
+another machine can be used here; paths to the frozen weights (``model.llm.path``,
+``model.vision.checkpoint``, …) are overridden with ``key=value`` pairs like any config value.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pgmm_core.errors import CheckpointError, ConfigError
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    config: Any
+    model: Any
+    checkpoint: Path
+    step: int
+
+
+def resolve_checkpoint(run_dir: Path, which: str = "best") -> Path:
+    """``best`` (falls back to ``last`` when no evaluation picked one), ``last``, or a directory path."""
+    from pgmm_core.train import checkpoint as ckpt
+
+    root = run_dir / "checkpoints"
+    if which not in ("best", "last"):
+        path = Path(which)
+        if not path.is_absolute() and not path.exists():
+            path = root / which
+        if not path.is_dir():
+            raise CheckpointError(f"checkpoint directory not found: {which}")
+        return path
+    if which == "best" and (root / "best.json").is_file():
+        best = json.loads((root / "best.json").read_text(encoding="utf-8"))
+        path = root / f"step-{best['step']:06d}"
+        if path.is_dir():
+            return path
+    found = ckpt.latest_complete(root)
+    if found is None:
+        raise CheckpointError(f"no complete checkpoint in {root}")
+    return found[0]
+
+
+def load_run(run_dir: str | Path, *, checkpoint: str = "best", overrides: tuple[str, ...] | list[str] = (),
+             host: Any | None = None) -> LoadedRun:
+    """Rebuild the model of a run and load its trainable weights from a verified checkpoint."""
+    from pgmm_core.config.loading import load_config
+    from pgmm_core.model import build_model
+    from pgmm_core.train import checkpoint as ckpt
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise ConfigError([f"{run_dir} is not a pgmm run directory (no config.json)"])
+    config = load_config(config_path, overrides, host=host)
+    path = resolve_checkpoint(run_dir, checkpoint)
+    model = build_model(config)
+    shapes = {k: tuple(v.shape) for k, v in model.trainable_state_dict().items()}
+    weights, _, meta = ckpt.load_checkpoint(path, shapes)
+    _, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected:
+        raise CheckpointError(f"{path}: unexpected weights {unexpected[:5]}")
+    model.eval()
+    return LoadedRun(run_dir, config, model, path, int(meta["step"]))

@@ -1,0 +1,122 @@
+"""Checkpoints: a run killed with SIGKILL and resumed ends bit-identical to an uninterrupted run;
+incomplete, truncated or foreign checkpoints are never loaded as if they were fine."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+
+import pytest
+import torch
+
+from pgmm_core.testing import final_weights, install_fake_distribution, log_records, run_train, tiny_config
+
+KILLER = '''
+import os
+import signal
+from typing import Literal
+
+from pgmm_core.config.sections import ComponentConfig
+from pgmm_core.hookspecs import hookimpl
+
+
+class KillAtConfig(ComponentConfig):
+    type: Literal["kill_at"] = "kill_at"
+    step: int
+
+
+class KillAt:
+    """Dies like an OOM-killed process right after the checkpoint of `step` is on disk."""
+
+    def __init__(self, config):
+        self.step = config.step
+
+    @hookimpl
+    def pgmm_on_checkpoint_saved(self, run, step, path):
+        if step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@hookimpl
+def pgmm_register_callbacks(registrar):
+    registrar.add("kill_at", KillAt, KillAtConfig)
+'''
+
+
+@pytest.fixture(scope="module")
+def killer_site(tmp_path_factory):
+    site = tmp_path_factory.mktemp("site")
+    install_fake_distribution(site, "pgmm-killer", "0.1.0", {"pgmm_killer": KILLER}, {"killer": "pgmm_killer"})
+    return site
+
+
+def _config(run_dir, **train):
+    config = tiny_config(run_dir, train={"epochs": 2, "save_every": 3, "keep_last": 10, **train})
+    config["data"]["val"] = []
+    return config
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("straight")
+    result = run_train(_config(tmp / "run"), tmp)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp / "run"
+
+
+def test_sigkill_then_resume_is_bit_identical(straight_run, tmp_path, killer_site):
+    env = {"PYTHONPATH": os.pathsep.join([str(killer_site), os.environ.get("PYTHONPATH", "")])}
+    killed = _config(tmp_path / "run", callbacks=[{"type": "kill_at", "step": 6}])
+    result = run_train(killed, tmp_path, name="killed.json", env=env)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step-*")) == [
+        "step-000003", "step-000006"]
+    result = run_train(_config(tmp_path / "run"), tmp_path, "--resume", "auto")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resumed from" in result.stdout + result.stderr
+    straight, resumed = final_weights(straight_run), final_weights(tmp_path / "run")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    steps = [r["step"] for r in log_records(tmp_path / "run")]
+    assert steps[-1] == 16
+
+
+def test_auto_resume_skips_incomplete_and_truncated(straight_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(straight_run, run)
+    checkpoints = run / "checkpoints"
+    newest = sorted(checkpoints.glob("step-*"))[-1]
+    # a newer directory without metadata (as if killed mid-copy) and a truncated weights file
+    (checkpoints / "step-000099").mkdir()
+    (checkpoints / "step-000099" / "model.safetensors").write_bytes(b"partial")
+    weights = newest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    config = _config(run, epochs=3)
+    result = run_train(config, tmp_path, "--resume", "auto")
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "skipping step-000099" in output and "incomplete" in output
+    assert f"skipping {newest.name}" in output and "truncated" in output
+    assert "resumed from" in output and "step-000015" in output
+
+
+def test_explicit_truncated_checkpoint_is_refused(straight_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(straight_run, run)
+    newest = sorted((run / "checkpoints").glob("step-*"))[-1]
+    state = newest / "trainer_state.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    result = run_train(_config(run, epochs=3), tmp_path, "--resume", str(newest))
+    assert result.returncode == 3
+    assert "truncated" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_checkpoint_of_another_shape_names_the_mismatch(straight_run, tmp_path):
+    newest = sorted((straight_run / "checkpoints").glob("step-*"))[-1]
+    config = _config(tmp_path / "run")
+    config["model"]["connector"]["num_query_tokens"] = 6
+    result = run_train(config, tmp_path, "--resume", str(newest))
+    assert result.returncode == 3
+    assert "connector.query_tokens" in result.stderr and "[1, 4, 32]" in result.stderr and "[1, 6, 32]" in result.stderr
