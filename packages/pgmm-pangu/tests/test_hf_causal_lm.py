@@ -147,3 +147,31 @@ def test_errors(tmp_path):
         build_hf_causal_lm(HfCausalLMConfig(path=str(tmp_path / "nowhere")))
     with pytest.raises(CheckpointError, match="no config.json"):
         build_hf_causal_lm(HfCausalLMConfig(path=str(tmp_path)))
+
+
+def test_models_that_transform_their_logits_keep_their_own_loss():
+    """Gemma 2 soft-caps the LM head's output: its loss must come from the model's own forward."""
+    from types import SimpleNamespace
+
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    from pgmm_pangu.backend import CausalLMBackend
+    from pgmm_pangu.loss import target_cross_entropy
+
+    torch.manual_seed(0)
+    config = Gemma2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                          num_attention_heads=2, num_key_value_heads=1, head_dim=16, final_logit_softcapping=2.0)
+    model = Gemma2ForCausalLM(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(200)  # logits large enough for the cap to bite
+    backend = CausalLMBackend(model, SimpleNamespace(bos_token_id=2, eos_token_id=1, pad_token_id=0), frozen=True)
+    embeds = torch.randn(2, 7, 32)
+    mask = torch.ones(2, 7, dtype=torch.long)
+    labels = torch.randint(3, 64, (2, 7))
+    labels[:, :3] = -100
+    with torch.no_grad():
+        reference = model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+        hidden = model.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        uncapped = target_cross_entropy(hidden, labels, model.lm_head)
+        assert abs(backend.caption_loss(embeds, mask, labels).item() - reference.item()) <= 1e-5
+    assert abs(uncapped.item() - reference.item()) > 1e-2  # the soft-capping matters

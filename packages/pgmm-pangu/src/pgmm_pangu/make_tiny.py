@@ -38,6 +38,7 @@ CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}{{ '[unused9]助手：' }}{% endif %}"
 )
 COMPLETE_MARKER = "model.safetensors.index.json"
+FORMAT_VERSION = 2  # bump when the files written for a given TinySpec change
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,9 @@ class TinySpec:
     pretrain_steps: int = 0
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        """Cache key: the sizes plus the maker's format version (a changed maker never reuses old files)."""
+        described = asdict(self) | {"format": FORMAT_VERSION}
+        return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def default_corpus() -> list[str]:
