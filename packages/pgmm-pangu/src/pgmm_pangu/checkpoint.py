@@ -121,7 +121,8 @@ def parameter_count(config: dict[str, Any]) -> int:
     For the release: 8,030,887,936, i.e. its index's ``total_size`` (16,061,784,576 bytes) minus the
     fp32 rotary buffers, divided by two bytes.
     """
-    h, i, v, layers = config["hidden_size"], config["intermediate_size"], config["vocab_size"], config["num_hidden_layers"]
+    h, i, v = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+    layers = config["num_hidden_layers"]
     heads = config["num_attention_heads"]
     kv = config.get("num_key_value_heads", heads)
     head_dim = config.get("head_dim", h // heads)

@@ -38,7 +38,9 @@ class TinyOpenPanguConfig(ComponentConfig):
     """
 
     type: Literal["tiny_openpangu"] = "tiny_openpangu"
-    path: str | None = Field(None, description="Where to create/load it; default: a cache directory keyed by the sizes.")
+    path: str | None = Field(
+        None, description="Where to create/load it; default: a cache directory keyed by the sizes."
+    )
     hidden_size: int = Field(64, gt=0)
     intermediate_size: int = Field(160, gt=0)
     num_layers: int = Field(2, gt=0)

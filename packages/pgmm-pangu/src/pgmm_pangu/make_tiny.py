@@ -26,17 +26,9 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pgmm_pangu.tokenizer import DEFAULT_CHAT_TEMPLATE
+
 SPECIAL_SYMBOLS = ["<|User|>:", "<|Bot|>:"] + [f"[unused{i}]" for i in range(34)]
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '[unused9]系统：[unused10]' }}{% endif %}{% if message['role'] == 'system' %}"
-    "{{ '[unused9]系统：' + message['content'] + '[unused10]' }}{% endif %}"
-    "{% if message['role'] == 'assistant' %}{{'[unused9]助手：' + message['content'] + '[unused10]'}}{% endif %}"
-    "{% if message['role'] == 'tool' %}{{'[unused9]工具：' + message['content'] + '[unused10]'}}{% endif %}"
-    "{% if message['role'] == 'function' %}{{'[unused9]方法：' + message['content'] + '[unused10]'}}{% endif %}"
-    "{% if message['role'] == 'user' %}{{'[unused9]用户：' + message['content'] + '[unused10]'}}{% endif %}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '[unused9]助手：' }}{% endif %}"
-)
 COMPLETE_MARKER = "model.safetensors.index.json"
 FORMAT_VERSION = 2  # bump when the files written for a given TinySpec change
 
@@ -168,7 +160,7 @@ def tokenizer_config(added: dict[str, int]) -> dict[str, object]:
         "tokenizer_class": "PanguTokenizer",
         "unk_token": "<unk>",
         "use_default_system_prompt": False,
-        "chat_template": CHAT_TEMPLATE,
+        "chat_template": DEFAULT_CHAT_TEMPLATE,
     }
 
 
@@ -320,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     corpus = None
     if args.vocab_from:
-        corpus = [line.strip() for line in Path(args.vocab_from).read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = Path(args.vocab_from).read_text(encoding="utf-8").splitlines()
+        corpus = [line.strip() for line in lines if line.strip()]
     spec = TinySpec(args.hidden, args.intermediate, args.layers, args.heads, args.kv_heads, args.vocab_size,
                     args.seed, args.pretrain_steps)
     out = write_tiny_checkpoint(args.out_dir, spec, corpus)
