@@ -34,7 +34,8 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The full test suite (CPU only, a few minutes on 2 cores)."""
-    session.install(*EDITABLE, "pytest>=8", "scikit-image")  # skimage: real photographs for tests
+    # skimage: real photographs; mistral-common: the SentencePiece model of the tokenizer goldens
+    session.install(*EDITABLE, "pytest>=8", "scikit-image", "mistral-common>=1.13")
     session.run("python", "-m", "pytest", *(session.posargs or ["-q"]))
 
 

@@ -17,10 +17,14 @@ class OpenPanguConfig(ComponentConfig):
     type: Literal["openpangu"] = "openpangu"
     path: str = Field(..., min_length=1, description="The release directory (config.json, shards, tokenizer.model).")
     dtype: Dtype | None = Field(
-        None, description="Weight dtype; default: the device precision policy's (fp32 unless bf16/fp16)."
+        None,
+        description="Weight dtype. Default: as stored (bf16 for the release), then the device precision "
+        "policy's dtype when the LLM is frozen; a value given here is kept whatever the policy.",
     )
     freeze: bool = True
-    grad_checkpointing: bool = False
+    grad_checkpointing: bool = Field(
+        False, description="Recompute each decoder layer in the backward pass (less memory, more compute)."
+    )
     loss_chunk_tokens: int = Field(
         0, ge=0, description="Target tokens per LM-head chunk in the loss; 0 picks it from the vocab size."
     )
@@ -34,7 +38,9 @@ class TinyOpenPanguConfig(ComponentConfig):
     """
 
     type: Literal["tiny_openpangu"] = "tiny_openpangu"
-    path: str | None = Field(None, description="Where to create/load it; default: a cache directory keyed by the sizes.")
+    path: str | None = Field(
+        None, description="Where to create/load it; default: a cache directory keyed by the sizes."
+    )
     hidden_size: int = Field(64, gt=0)
     intermediate_size: int = Field(160, gt=0)
     num_layers: int = Field(2, gt=0)
@@ -45,10 +51,10 @@ class TinyOpenPanguConfig(ComponentConfig):
     pretrain_steps: int = Field(
         0, ge=0, description="Train the random model on the caption corpus first (a frozen LLM must know the language)."
     )
-    dtype: Dtype | None = None
+    dtype: Dtype | None = Field(None, description="Weight dtype; default: as stored, then the precision policy's.")
     freeze: bool = True
     grad_checkpointing: bool = False
-    loss_chunk_tokens: int = Field(0, ge=0)
+    loss_chunk_tokens: int = Field(0, ge=0, description="Target tokens per LM-head chunk in the loss; 0: automatic.")
 
 
 class HfCausalLMConfig(ComponentConfig):
@@ -56,8 +62,8 @@ class HfCausalLMConfig(ComponentConfig):
 
     type: Literal["hf_causal_lm"] = "hf_causal_lm"
     path: str = Field(..., min_length=1, description="A local model directory; nothing is downloaded.")
-    dtype: Dtype | None = None
+    dtype: Dtype | None = Field(None, description="Weight dtype; default: as stored, then the precision policy's.")
     freeze: bool = True
     grad_checkpointing: bool = False
     eos_token: str | None = Field(None, description="Override the tokenizer's EOS token (e.g. '\\n' for OPT captions).")
-    loss_chunk_tokens: int = Field(0, ge=0)
+    loss_chunk_tokens: int = Field(0, ge=0, description="Target tokens per LM-head chunk in the loss; 0: automatic.")

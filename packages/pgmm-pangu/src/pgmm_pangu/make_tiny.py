@@ -26,18 +26,11 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pgmm_pangu.tokenizer import DEFAULT_CHAT_TEMPLATE
+
 SPECIAL_SYMBOLS = ["<|User|>:", "<|Bot|>:"] + [f"[unused{i}]" for i in range(34)]
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '[unused9]系统：[unused10]' }}{% endif %}{% if message['role'] == 'system' %}"
-    "{{ '[unused9]系统：' + message['content'] + '[unused10]' }}{% endif %}"
-    "{% if message['role'] == 'assistant' %}{{'[unused9]助手：' + message['content'] + '[unused10]'}}{% endif %}"
-    "{% if message['role'] == 'tool' %}{{'[unused9]工具：' + message['content'] + '[unused10]'}}{% endif %}"
-    "{% if message['role'] == 'function' %}{{'[unused9]方法：' + message['content'] + '[unused10]'}}{% endif %}"
-    "{% if message['role'] == 'user' %}{{'[unused9]用户：' + message['content'] + '[unused10]'}}{% endif %}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '[unused9]助手：' }}{% endif %}"
-)
 COMPLETE_MARKER = "model.safetensors.index.json"
+FORMAT_VERSION = 2  # bump when the files written for a given TinySpec change
 
 
 @dataclass(frozen=True)
@@ -52,7 +45,9 @@ class TinySpec:
     pretrain_steps: int = 0
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        """Cache key: the sizes plus the maker's format version (a changed maker never reuses old files)."""
+        described = asdict(self) | {"format": FORMAT_VERSION}
+        return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def default_corpus() -> list[str]:
@@ -83,7 +78,11 @@ def default_corpus() -> list[str]:
 
 
 def train_tokenizer(lines: list[str], vocab_size: int) -> bytes:
-    """A SentencePiece model with byte fallback and openPangu's special symbols as user pieces."""
+    """A BPE SentencePiece model with byte fallback and openPangu's special symbols as user pieces.
+
+    No normaliser and no whitespace folding, like the Llama-family models openPangu's tokenizer
+    follows: text round-trips exactly.
+    """
     import sentencepiece as spm
 
     buffer = io.BytesIO()
@@ -97,6 +96,8 @@ def train_tokenizer(lines: list[str], vocab_size: int) -> bytes:
         user_defined_symbols=SPECIAL_SYMBOLS,
         unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
         hard_vocab_limit=False,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
         num_threads=1,
         minloglevel=2,
     )
@@ -159,7 +160,7 @@ def tokenizer_config(added: dict[str, int]) -> dict[str, object]:
         "tokenizer_class": "PanguTokenizer",
         "unk_token": "<unk>",
         "use_default_system_prompt": False,
-        "chat_template": CHAT_TEMPLATE,
+        "chat_template": DEFAULT_CHAT_TEMPLATE,
     }
 
 
@@ -311,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     corpus = None
     if args.vocab_from:
-        corpus = [line.strip() for line in Path(args.vocab_from).read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = Path(args.vocab_from).read_text(encoding="utf-8").splitlines()
+        corpus = [line.strip() for line in lines if line.strip()]
     spec = TinySpec(args.hidden, args.intermediate, args.layers, args.heads, args.kv_heads, args.vocab_size,
                     args.seed, args.pretrain_steps)
     out = write_tiny_checkpoint(args.out_dir, spec, corpus)
