@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pgmm_core.testing.contracts import DatasetContract
+from pgmm_data.testing import write_coco_tree, write_jsonl_tree, write_vg_tree
 
 
 class TestSyntheticShapes(DatasetContract):
@@ -12,8 +13,35 @@ class TestSyntheticShapes(DatasetContract):
     distribution = "pgmm-data"
     config = {"num_samples": 12, "seed": 3}
 
-    @pytest.mark.xfail(strict=True, raises=AttributeError,
-                       reason="known defect: SyntheticShapes stores a lambda (self._caption), so it cannot be "
-                              "pickled and DataLoader workers started by spawn/forkserver cannot receive it")
-    def test_picklable(self, component_instance):
-        super().test_picklable(component_instance)
+
+class TestCocoCaption(DatasetContract):
+    component = "coco_caption"
+    distribution = "pgmm-data"
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def component_fields(cls, tmp_path_factory):
+        tree = write_coco_tree(tmp_path_factory.mktemp("coco"), train=4, val=3, test=3, size=(48, 40))
+        return {"root": str(tree.root)}
+
+
+class TestVgCaption(DatasetContract):
+    component = "vg_caption"
+    distribution = "pgmm-data"
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def component_fields(cls, tmp_path_factory):
+        tree = write_vg_tree(tmp_path_factory.mktemp("vg"), images=4, size=(48, 40))
+        return {"root": str(tree.root)}
+
+
+class TestJsonlCaptions(DatasetContract):
+    component = "jsonl_captions"
+    distribution = "pgmm-data"
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def component_fields(cls, tmp_path_factory):
+        tree = write_jsonl_tree(tmp_path_factory.mktemp("jsonl"), images=4, size=(48, 40))
+        return {"path": str(tree.annotation_files["train"])}

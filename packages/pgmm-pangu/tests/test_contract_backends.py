@@ -35,8 +35,11 @@ WORDS = "a red blue green circle square triangle in the top bottom left right ce
 def write_gpt2_directory(directory):
     """A tiny GPT-2 (not Llama: the backend is for any transformers causal LM) with a word-level
     tokenizer, saved the way transformers saves models."""
+    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    torch.manual_seed(0)
 
     specials = ["<pad>", "<s>", "</s>", "<unk>"]
     vocab = {token: i for i, token in enumerate(specials + WORDS)}

@@ -35,15 +35,15 @@ def expand_image_paths(items: Iterable[str | Path]) -> list[Path]:
     return paths
 
 
-def load_rgb(path: Path) -> Any:
-    from PIL import Image, UnidentifiedImageError
+def load_rgb(path: Path, max_pixels: int | None = None) -> Any:
+    """Decode an image the way pgmm-data's datasets do (grayscale, CMYK, RGBA and 16-bit images
+    converted to 8-bit RGB; decompression bombs refused), or raise :class:`DataError`."""
+    from pgmm_data.configs import DEFAULT_MAX_IMAGE_PIXELS
+    from pgmm_data.images import BadImage, open_rgb
 
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except FileNotFoundError:
-        raise DataError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as exc:
+        return open_rgb(str(path), max_pixels or DEFAULT_MAX_IMAGE_PIXELS)
+    except BadImage as exc:
         raise DataError(f"cannot read image {path}: {exc}") from None
 
 

@@ -6,7 +6,7 @@ attributes and methods. :mod:`pgmm_core.testing` checks them for every registere
 
 from __future__ import annotations
 
-import types
+import functools
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -88,7 +88,8 @@ def freeze(module: nn.Module) -> nn.Module:
     for param in module.parameters():
         param.requires_grad_(False)
     for sub in module.modules():
-        sub.train = types.MethodType(_stay_in_eval, sub)  # type: ignore[method-assign]
+        # a partial of a module-level function (not a bound method): frozen models still pickle
+        sub.train = functools.partial(_stay_in_eval, sub)  # type: ignore[method-assign]
     module.eval()
     return module
 

@@ -189,6 +189,14 @@ class BadImageTracker:
         count, self.epoch_bad = self.epoch_bad, 0
         return count
 
+    def state_dict(self) -> dict[str, Any]:
+        """Counts for a checkpoint, so a resumed run reports the whole run's totals."""
+        return {"seen": self.seen, "bad": self.bad, "epoch_bad": self.epoch_bad, "examples": list(self.examples)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seen, self.bad, self.epoch_bad = state["seen"], state["bad"], state["epoch_bad"]
+        self.examples = list(state["examples"])
+
 
 def make_loader(datasets: Sequence[Any], sampler: Sampler[int] | None, *, batch_size: int, num_workers: int,
                 drop_last: bool, seed: int = 0) -> DataLoader:

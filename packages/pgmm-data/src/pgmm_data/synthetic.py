@@ -11,6 +11,8 @@ import math
 import random
 from typing import Any
 
+from pgmm_data.processors import blip_caption
+
 COLOURS = {
     "red": (220, 40, 40),
     "green": (40, 170, 60),
@@ -81,14 +83,13 @@ class SyntheticShapes:
     """The dataset object: train items carry one caption, eval items all references."""
 
     def __init__(self, config: Any, *, split: str, image_size: int) -> None:
-        from pgmm_data.processors import blip_caption, blip_image_eval
+        from pgmm_data.processors import blip_image_eval
 
         self.config = config
         self.split = split
         self.name = f"synthetic_shapes[{split}]"
         self.image_size = image_size
         self.transform = blip_image_eval(image_size)
-        self._caption = lambda text: blip_caption(text, max_words=config.max_words)
         self._length = min(config.num_samples, config.max_samples or config.num_samples)
 
     def __len__(self) -> int:
@@ -99,7 +100,7 @@ class SyntheticShapes:
             raise IndexError(index)
         image, (colour, shape, place) = render(self.config.seed, self.split, index, self.image_size)
         pixels = self.transform(image)
-        references = [self._caption(c) for c in describe(colour, shape, place)]
+        references = [blip_caption(c, max_words=self.config.max_words) for c in describe(colour, shape, place)]
         if self.split == "train":
             return {"image": pixels, "caption": references[0], "image_id": f"shapes_{index}"}
         return {"image": pixels, "image_id": index, "references": references}

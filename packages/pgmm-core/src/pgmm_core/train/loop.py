@@ -138,6 +138,8 @@ class Trainer:
             rng.seed_everything(self.config.train.seed + self.env.rank + meta["step"], self.backend)
         else:
             rng.restore(rng_states[self.env.rank], self.backend)
+        if meta.get("bad_images"):
+            self.tracker.load_state_dict(meta["bad_images"])
         self.best = meta.get("best")
         self.last_metrics = meta.get("metrics", {})
         self.metrics_step = meta.get("metrics_step", -1)
@@ -307,6 +309,7 @@ class Trainer:
             "lr": self.optimizer.param_groups[0]["lr"],
             "grad_norm": reduced["grad_norm"],
             "samples_per_s": total_samples / max(seconds, 1e-9),
+            "bad_images": self.tracker.bad,
             **self.backend.memory_stats(),
         }
         if self.scaler is not None:
@@ -361,6 +364,7 @@ class Trainer:
         }
         meta = {"epoch": position.epoch, "micro": position.micro, "metrics": metrics,
                 "metrics_step": self.metrics_step, "best": self.best, "world_size": self.env.world_size,
+                "bad_images": self.tracker.state_dict(),
                 "batch_size": self.batch_size, "created": time.time()}
         path = ckpt.save_checkpoint(self.ckpt_root, position.global_step,
                                     self.backend.to_serializable(self.model.trainable_state_dict()), state, meta)
