@@ -30,7 +30,7 @@ from pgmm_pangu.tokenizer import DEFAULT_CHAT_TEMPLATE
 
 SPECIAL_SYMBOLS = ["<|User|>:", "<|Bot|>:"] + [f"[unused{i}]" for i in range(34)]
 COMPLETE_MARKER = "model.safetensors.index.json"
-FORMAT_VERSION = 2  # bump when the files written for a given TinySpec change
+FORMAT_VERSION = 3  # bump when the files written for a given TinySpec change
 
 
 @dataclass(frozen=True)
@@ -232,11 +232,14 @@ def write_tiny_checkpoint(out_dir: str | Path, spec: TinySpec = TinySpec(), corp
 
 
 def pretrain_on_corpus(model, directory: Path, corpus: list[str], spec: TinySpec) -> None:
-    """Teach the tiny model the corpus as a plain causal LM (BOS text EOS), deterministically.
+    """Teach the tiny model the corpus as a causal LM, deterministically, with context to read.
 
-    Stage 2 freezes the LLM and only learns to *condition* it on images, which presumes a language
-    model that already speaks the caption language (openPangu does). A random tiny LM does not, so
-    demos that freeze it ask for a few hundred steps of this first.
+    Stage 2 freezes the LLM and only learns to *condition* it on images through a few prefix
+    tokens, which presumes a model that speaks the caption language and uses what precedes it (a
+    large LLM does both). A tiny random model does neither, and one trained on bare sentences
+    ignores any prefix: even ideal prefix embeddings then cannot steer the words that matter.
+    So half of the sentences come with some of their own words, shuffled, before BOS
+    (``square red left <s> a red square on the left </s>``), only the sentence being supervised.
     """
     import random
 
@@ -245,19 +248,26 @@ def pretrain_on_corpus(model, directory: Path, corpus: list[str], spec: TinySpec
     from pgmm_pangu.tokenizer import PanguTokenizer
 
     tokenizer = PanguTokenizer(directory)
-    rows = [tokenizer.encode(line) + [tokenizer.eos_token_id] for line in corpus]
     rng = random.Random(spec.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     model.train()
     for _ in range(spec.pretrain_steps):
-        batch = [rows[rng.randrange(len(rows))] for _ in range(32)]
-        length = max(len(r) for r in batch)
-        ids = torch.full((len(batch), length), tokenizer.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(batch), length), -100, dtype=torch.long)
-        mask = torch.zeros((len(batch), length), dtype=torch.long)
-        for i, row in enumerate(batch):
+        rows, starts = [], []
+        for line in (corpus[rng.randrange(len(corpus))] for _ in range(32)):
+            hint: list[int] = []
+            if rng.random() < 0.5:
+                words = line.split()
+                rng.shuffle(words)
+                hint = tokenizer.encode(" ".join(words[: rng.randint(1, len(words))]), add_bos=False)
+            rows.append(hint + tokenizer.encode(line) + [tokenizer.eos_token_id])
+            starts.append(len(hint) + 1)  # supervise the sentence after BOS, not the hint
+        length = max(len(r) for r in rows)
+        ids = torch.full((len(rows), length), tokenizer.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(rows), length), -100, dtype=torch.long)
+        mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for i, (row, start) in enumerate(zip(rows, starts)):
             ids[i, : len(row)] = torch.tensor(row)
-            labels[i, 1 : len(row)] = torch.tensor(row[1:])
+            labels[i, start : len(row)] = torch.tensor(row[start:])
             mask[i, : len(row)] = 1
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
