@@ -47,8 +47,7 @@ def _split_projector(state: dict[str, Any], fmt: str) -> tuple[dict[str, Any], d
 def convert(source: str | Path, target: str | Path, *, to: str, source_format: str | None = None,
             checkpoint: str = "best") -> dict[str, Any]:
     """Convert and write ``target`` (``.safetensors``, or ``.pth`` for LAVIS); print a load report."""
-    import torch
-
+    from pgmm_vision.convert import write_state_dict
     from pgmm_vision.keymap import convert_state_dict, detect_format, to_pgmm
 
     source = Path(source)
@@ -60,17 +59,7 @@ def convert(source: str | Path, target: str | Path, *, to: str, source_format: s
     out.update({PROJECTOR_NAMES[to] + k: v for k, v in projector.items()})
     if not out:
         raise CheckpointError(f"{source} holds no vision-side or projector weights to convert")
-    out = {k: v.contiguous() for k, v in out.items()}
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.suffix == ".safetensors":
-        from safetensors.torch import save_file
-
-        save_file(out, str(target), metadata={"format": "pt", "pgmm_layout": to})
-    elif target.suffix in (".pth", ".pt", ".bin"):
-        torch.save({"model": out} if to == "lavis" else out, str(target))
-    else:
-        raise CheckpointError(f"{target}: the output must end in .safetensors, .pth, .pt or .bin")
+    write_state_dict(out, target, to)
     groups = Counter(k.split(".", 1)[0] for k in out)
     print(f"converted {source} ({fmt}) -> {target} ({to}): {len(out)} tensors")
     print("  written: " + ", ".join(f"{name}.* ({count})" for name, count in sorted(groups.items())))

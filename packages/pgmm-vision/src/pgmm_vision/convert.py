@@ -37,17 +37,25 @@ def convert_file(source: str | Path, target: str | Path, to: Format,
 
     state = read_state_dict(source, wanted=not_llm)
     fmt = source_format or detect_format(state)
-    converted = {k: v.contiguous() for k, v in convert_state_dict(state, to, fmt).items()}
+    converted = convert_state_dict(state, to, fmt)
     if not converted:
         raise CheckpointError(f"{source} holds no vision-side weights to convert")
+    write_state_dict(converted, target, to)
+    return ConversionSummary(str(source), str(target), fmt, to, len(converted))
+
+
+def write_state_dict(state: dict[str, torch.Tensor], target: str | Path, layout: Format) -> Path:
+    """Write ``state`` as ``.safetensors`` (any layout) or ``.pth``/``.pt``/``.bin`` (LAVIS wraps it
+    in ``{"model": ...}`` as LAVIS' loaders expect)."""
+    state = {k: v.contiguous() for k, v in state.items()}
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.suffix == ".safetensors":
         from safetensors.torch import save_file
 
-        save_file(converted, str(target), metadata={"format": "pt", "pgmm_layout": to})
+        save_file(state, str(target), metadata={"format": "pt", "pgmm_layout": layout})
     elif target.suffix in (".pth", ".pt", ".bin"):
-        torch.save({"model": converted} if to == "lavis" else converted, str(target))
+        torch.save({"model": state} if layout == "lavis" else state, str(target))
     else:
         raise CheckpointError(f"{target}: write .safetensors, .pth, .pt or .bin")
-    return ConversionSummary(str(source), str(target), fmt, to, len(converted))
+    return target
