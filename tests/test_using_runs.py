@@ -86,6 +86,20 @@ def test_evaluate_reproduces_the_trainers_last_metrics(trained_run, tmp_path):
     assert json.loads((out / "results.json").read_text()) == json.loads((trained_run / "results.json").read_text())
 
 
+def test_evaluate_under_torchrun_matches_one_process(trained_run, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "pgmm_core",
+         "evaluate", str(trained_run), "--checkpoint", "last", "--out", str(tmp_path / "two")],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    trainer_last = json.loads((trained_run / "metrics.json").read_text())[-1]
+    evaluated = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    for name in ("Bleu_4", "CIDEr"):
+        assert evaluated[name] == pytest.approx(trainer_last[name], abs=1e-9), name
+    results = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert len(results) == 8 and len({r["image_id"] for r in results}) == 8  # every image once
+
+
 def test_run_moved_to_another_machine_with_overridden_llm_path(trained_run, tmp_path, photos):
     moved = tmp_path / "elsewhere" / "run"
     shutil.copytree(trained_run, moved)

@@ -146,9 +146,13 @@ def cmd_caption(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pgmm_core.errors import ConfigError
     from pgmm_core.evaluate_run import evaluate_run
 
-    evaluate_run(args.run, split=args.split, data_file=args.data, checkpoint=args.checkpoint,
+    run = args.run or args.run_dir
+    if not run:
+        raise ConfigError(["evaluate needs the run directory: --run RUN_DIR (or RUN_DIR)"])
+    evaluate_run(run, split=args.split, data_file=args.data, checkpoint=args.checkpoint,
                  overrides=args.set, out_dir=args.out)
     return 0
 
@@ -177,8 +181,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 # --- parser -------------------------------------------------------------------------------------------
 
 
-def _run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", required=True, help="run directory (config.json + checkpoints/)")
+def _run_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--run", required=required, help="run directory (config.json + checkpoints/)")
     p.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint directory")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides, e.g. model.llm.path=/data/pangu device.type=cpu")
@@ -221,7 +225,9 @@ def build_parser(host: Any | None = None) -> argparse.ArgumentParser:
     p.set_defaults(_run=cmd_caption)
 
     p = sub.add_parser("evaluate", help="caption a split with a run's checkpoint and score it (torchrun ok)")
-    _run_arguments(p)
+    # positional too: torchrun's own argparse takes "--run" for its "--run-path" option
+    p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="the run directory (same as --run)")
+    _run_arguments(p, required=False)
     p.add_argument("--split", choices=("val", "test"), default="val")
     p.add_argument("--data", help="JSON file with a dataset config (or a list) to evaluate instead")
     p.add_argument("--out", help="output directory (default RUN/eval/<split>-step<N>)")
