@@ -66,6 +66,29 @@ def _java_first_on_path(java: str | None):
         os.environ["PATH"] = saved
 
 
+@contextlib.contextmanager
+def _java_chatter_hidden():
+    """The PTB tokenizer's Java process writes progress and warnings to our stderr at every
+    evaluation; keep them out of the training output, but show them if tokenization fails."""
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _score(gts_raw: dict[Any, list[str]], res_raw: dict[Any, list[str]], has_java: bool,
            java: str) -> dict[str, Any]:
     from pycocoevalcap.bleu.bleu import Bleu
@@ -79,7 +102,8 @@ def _score(gts_raw: dict[Any, list[str]], res_raw: dict[Any, list[str]], has_jav
         # one Java process for references and predictions together (each start costs a second)
         both = {("gt", i): [{"caption": c} for c in caps] for i, caps in gts_raw.items()}
         both.update({("res", i): [{"caption": c} for c in caps] for i, caps in res_raw.items()})
-        tokenized = PTBTokenizer().tokenize(both)
+        with _java_chatter_hidden():
+            tokenized = PTBTokenizer().tokenize(both)
         gts = {i: tokenized[("gt", i)] for i in gts_raw}
         res = {i: tokenized[("res", i)] for i in res_raw}
     else:
