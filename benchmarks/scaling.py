@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> dict:
     from machine_limit import matmul_rate
 
     info = common.machine()
-    sizes = common.PROPORTIONAL
+    sizes = common.SMOKE if args.smoke else common.PROPORTIONAL
     print(f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, {args.threads} thread(s)",
           flush=True)
     candidate = common.build_candidates(sizes, ("pgmm",))["pgmm"]
@@ -244,7 +244,6 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     if args.smoke:
-        common.PROPORTIONAL = common.SMOKE
         args.batch, args.reps = 2, 1
     result = run(args)
     path = common.write_json("scaling" + ("_smoke" if args.smoke else ""), result, args.json)

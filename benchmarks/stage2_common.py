@@ -1,7 +1,8 @@
 """Shared pieces of the stage-2 benchmarks: model sizes, data, the three candidates, measurements.
 
-Imported by ``train_step.py``, ``vocab_memory.py``, ``generation.py``, ``machine_limit.py`` and
-``scaling.py`` (run them as ``python benchmarks/<name>.py``; this file is not a benchmark itself).
+Imported by ``train_step.py``, ``bf16_loss.py``, ``vocab_memory.py``, ``generation.py``,
+``machine_limit.py`` and ``scaling.py`` (run them as ``python benchmarks/<name>.py``; this file is
+not a benchmark itself).
 
 The candidates compute the same stage-2 step — frozen vision tower, trained ln_vision + Q-Former +
 mlp2x_gelu projector, frozen Llama-layout LLM with attention biases, captioning loss on
