@@ -44,6 +44,24 @@ def test_equals_full_logits_cross_entropy_values_and_gradients(chunk_tokens, bia
         assert torch.allclose(a, b, atol=1e-6)
 
 
+@pytest.mark.parametrize("chunk_tokens", [0, 1, 7, 1000])
+@pytest.mark.parametrize("bias", [False, True])
+def test_frozen_head_gradient_is_exact_and_its_backward_builds_no_logits(chunk_tokens, bias):
+    """Stage 2's frozen head: the gradient computed in the forward pass equals the full-logits one
+    (scaled by the incoming gradient), and the backward pass makes no ``…×vocab`` tensor at all."""
+    torch.manual_seed(0)
+    head = nn.Linear(HIDDEN, VOCAB, bias=bias).requires_grad_(False)
+    hidden, labels = batch()
+    ours = target_cross_entropy(hidden, labels, head, chunk_tokens=chunk_tokens)
+    with LargestLogits() as probe:
+        (ours_grad,) = torch.autograd.grad(ours * 3.0, hidden)
+    reference = full_logits_loss(hidden, labels, head)
+    (reference_grad,) = torch.autograd.grad(reference * 3.0, hidden)
+    assert abs(ours.item() - reference.item()) <= 1e-5
+    assert torch.allclose(ours_grad, reference_grad, atol=1e-6)
+    assert probe.largest == 0
+
+
 def test_no_targets_gives_zero_with_a_graph():
     head = nn.Linear(HIDDEN, VOCAB)
     hidden, labels = batch()
