@@ -93,3 +93,12 @@ def test_run_exports_transformers_blip2_weights(tmp_path):
 def test_unknown_source_is_a_clear_error(tmp_path):
     result = cli(str(tmp_path / "nothing.pth"), str(tmp_path / "out.safetensors"), "--to", "pgmm")
     assert result.returncode == 3 and "not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_wrong_from_is_refused_not_written(tmp_path):
+    lavis = VISION_DATA / "small_blip2.pth"
+    target = tmp_path / "out.safetensors"
+    result = cli(str(lavis), str(target), "--to", "pgmm", "--from", "eva")
+    assert result.returncode == 3 and "Traceback" not in result.stderr
+    assert "--from eva, but its keys are in the lavis layout" in result.stderr
+    assert not target.exists()

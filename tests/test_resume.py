@@ -1,5 +1,5 @@
-"""Checkpoints: a run killed with SIGKILL and resumed ends bit-identical to an uninterrupted run;
-incomplete, truncated or foreign checkpoints are never loaded as if they were fine."""
+"""Checkpoints: a run killed with SIGKILL, or stopped with Ctrl-C, and resumed ends bit-identical to an
+uninterrupted run; incomplete, truncated or foreign checkpoints are never loaded as if they were fine."""
 
 from __future__ import annotations
 
@@ -38,9 +38,27 @@ class KillAt:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+class InterruptAtConfig(ComponentConfig):
+    type: Literal["interrupt_at"] = "interrupt_at"
+    step: int
+
+
+class InterruptAt:
+    """Presses Ctrl-C (SIGINT to this process) while step `step` is being finished."""
+
+    def __init__(self, config):
+        self.step = config.step
+
+    @hookimpl
+    def pgmm_on_step_end(self, run, step, metrics):
+        if step == self.step:
+            signal.raise_signal(signal.SIGINT)
+
+
 @hookimpl
 def pgmm_register_callbacks(registrar):
     registrar.add("kill_at", KillAt, KillAtConfig)
+    registrar.add("interrupt_at", InterruptAt, InterruptAtConfig)
 '''
 
 
@@ -80,7 +98,33 @@ def test_sigkill_then_resume_is_bit_identical(straight_run, tmp_path, killer_sit
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
     steps = [r["step"] for r in log_records(tmp_path / "run")]
-    assert steps[-1] == 16
+    assert steps[-1] == 16 and steps == sorted(set(steps))  # each step logged once
+
+
+def test_ctrl_c_saves_the_step_then_resume_is_bit_identical(straight_run, tmp_path, killer_site):
+    env = {"PYTHONPATH": os.pathsep.join([str(killer_site), os.environ.get("PYTHONPATH", "")])}
+    stopped = _config(tmp_path / "run", callbacks=[{"type": "interrupt_at", "step": 5}])
+    result = run_train(stopped, tmp_path, name="stopped.json", env=env)
+    assert result.returncode == 130, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert "interrupted after step 5" in result.stderr and "--resume auto" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step-*")) == [
+        "step-000003", "step-000005"]  # the step in progress was finished and saved
+    resumed_config = _config(tmp_path / "run", log_every=1)  # a changed config is named on resume
+    result = run_train(resumed_config, tmp_path, "--resume", "auto")
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "step-000005" in output and "train.callbacks" in output and "train.log_every" in output
+    assert (tmp_path / "run" / "config.previous.json").is_file()
+    straight, resumed = final_weights(straight_run), final_weights(tmp_path / "run")
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+
+
+def test_a_fresh_run_into_an_existing_run_is_refused(straight_run, tmp_path):
+    result = run_train(_config(straight_run), tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "already holds a run" in result.stderr and "--resume auto" in result.stderr
 
 
 def test_auto_resume_skips_incomplete_and_truncated(straight_run, tmp_path):

@@ -62,6 +62,18 @@ def test_caption_cli_reports_unreadable_file_and_continues(trained_run, photos, 
     assert result.stdout.count("\n") == 1 and "coffee.jpg" in result.stdout
 
 
+def test_caption_cli_options_are_checked_and_set_leaves_images_alone(trained_run, photos):
+    result = cli("caption", "--run", str(trained_run), "--num-beams", "0", str(photos / "coffee.jpg"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "num_beams" in result.stderr
+    result = cli("caption", "--run", str(trained_run), "--batch-size", "0", str(photos / "coffee.jpg"))
+    assert result.returncode == 2 and "must be at least 1" in result.stderr
+    result = cli("caption", "--run", str(trained_run), "--checkpoint", "last", "--set", "device.type=cpu",
+                 str(photos / "coffee.jpg"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith(str(photos / "coffee.jpg"))
+
+
 def test_captioner_api_accepts_paths_pil_and_tensors(trained_run, photos):
     from pgmm_core import Captioner
 
@@ -71,6 +83,28 @@ def test_captioner_api_accepts_paths_pil_and_tensors(trained_run, photos):
     pixels = captioner.pixel_values([pil])[0]
     captions = captioner.caption([photos / "coffee.jpg", pil, uint8, pixels], num_beams=1)
     assert len(captions) == 4 and len(set(captions)) == 1  # the same picture, four ways
+
+
+def test_a_run_rebuilds_the_frozen_weights_it_was_trained_with(trained_run, capsys):
+    """The tiny tower is initialised at random (no checkpoint), so loading must use the run's seed."""
+    from pgmm_core.runs import load_run
+
+    assert (trained_run / "frozen_weights.json").is_file()
+    torch.manual_seed(1234)
+    caller_state = torch.random.get_rng_state()
+    first = load_run(trained_run, checkpoint="last")
+    assert torch.equal(torch.random.get_rng_state(), caller_state)  # the caller's generator is left alone
+    torch.rand(5)
+    second = load_run(trained_run, checkpoint="last")
+    assert first.frozen_mismatch == [] and second.frozen_mismatch == []
+    for (name, a), b in zip(first.model.state_dict().items(), second.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert "warning" not in capsys.readouterr().err
+
+    reseeded = load_run(trained_run, checkpoint="last", overrides=["train.seed=7"])
+    assert reseeded.frozen_mismatch == ["vision"]
+    err = capsys.readouterr().err
+    assert "frozen weights of vision differ" in err and "model.vision.checkpoint" in err
 
 
 def test_evaluate_reproduces_the_trainers_last_metrics(trained_run, tmp_path):

@@ -77,3 +77,33 @@ def test_print_config_shows_resolved_defaults(tmp_path):
     resolved = json.loads(result.stdout)
     assert resolved["train"]["lr"] == 3e-4
     assert resolved["train"]["weight_decay"] == 0.05  # a default filled in
+
+
+def test_train_subcommand_passes_its_options_through(tmp_path):
+    path = write_config(tmp_path / "c.json", tiny_config(tmp_path / "run"))
+    result = run_cli("-m", "pgmm_core", "train", "--config", str(path), "train.lr=3e-4", "--print-config")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["train"]["lr"] == 3e-4
+    result = run_cli("-m", "pgmm_core", "train", "--help")
+    assert result.returncode == 0 and "--resume" in result.stdout
+
+
+@pytest.mark.parametrize("override,problem", [
+    ("train.lr=inf", "train.lr"),
+    ("train.output_dir=", "train.output_dir"),
+])
+def test_values_that_cannot_work_are_refused(tmp_path, override, problem):
+    path = write_config(tmp_path / "c.json", tiny_config(tmp_path / "run"))
+    result = run_cli("-m", "pgmm_core", "validate", str(path), override)
+    assert result.returncode == 2 and problem in result.stderr
+
+
+def test_changing_a_components_type_starts_its_section_afresh():
+    from pgmm_core.config.loading import apply_overrides
+
+    data = {"device": {"type": "npu", "allow_hf32": False, "hccl_exec_timeout": 1800}, "train": {"lr": 1.0}}
+    changed, problems = apply_overrides(data, ["device.precision=bf16", "device.type=cpu"])
+    assert problems == []
+    assert changed == {"device": {"type": "cpu", "precision": "bf16"}, "train": {"lr": 1.0}}
+    same, _ = apply_overrides(data, ["device.type=npu"])
+    assert same == data  # the same type keeps its fields

@@ -64,11 +64,25 @@ def test_unknown_field_suggests_close_name(tmp_path, host):
 
 
 def test_uninstalled_component_names_its_package(tmp_path):
-    host = PluginHost(environ={"PGMM_DISABLE_PLUGINS": "pgmm-ascend"})
+    import pgmm_core.builtin
+    import pgmm_data.plugin
+    import pgmm_pangu.plugin
+    import pgmm_vision.plugin
+
+    host = PluginHost(environ={}, load_entry_points=False)  # pgmm-ascend not installed
+    for module in (pgmm_core.builtin, pgmm_vision.plugin, pgmm_pangu.plugin, pgmm_data.plugin):
+        host.register(module)
     data = tiny_config(tmp_path, device={"type": "npu"})
     (problem,) = problems_of(data, host)
     assert "unknown device backend 'npu'" in problem
     assert "pip install pgmm-ascend" in problem
+
+
+def test_disabled_component_says_it_is_disabled(tmp_path):
+    host = PluginHost(environ={"PGMM_DISABLE_PLUGINS": "pgmm-ascend"})
+    data = tiny_config(tmp_path, device={"type": "npu"})
+    (problem,) = problems_of(data, host)
+    assert "'npu' is provided by pgmm-ascend, which is installed but disabled" in problem
 
 
 def test_missing_type_lists_choices(tmp_path, host):

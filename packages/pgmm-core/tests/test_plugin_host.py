@@ -176,3 +176,12 @@ def test_event_hook_error_names_distribution():
     host.register(Exploding(), name="exploding", distribution="pgmm-exploding")
     with pytest.raises(PluginError, match="pgmm-exploding.*bad callback"):
         host.call_event("pgmm_on_step_end", run=None, step=1, metrics={})
+
+
+def test_an_env_list_naming_no_installed_plugin_is_warned_about(caplog):
+    host = PluginHost(environ={"PGMM_LOAD_PLUGINS": "bogus", "PGMM_DISABLE_PLUGINS": "pgmm-data,visoin"})
+    with caplog.at_level("WARNING"):
+        host.registries()
+    text = caplog.text
+    assert "PGMM_LOAD_PLUGINS names no installed plugin: bogus" in text
+    assert "PGMM_DISABLE_PLUGINS names no installed plugin: visoin" in text and "pgmm-data" not in text.split("visoin")[0]

@@ -144,6 +144,7 @@ def test_invalid_json_names_file_line_and_column(tmp_path):
     ({"image": "train2014/COCO_train2014_000000000002.jpg", "caption": 7}, "entry 1: 'caption' must be a string or"),
     ({"image": "train2014/COCO_train2014_000000000002.jpg", "caption": []}, "entry 1: 'caption' must be a string or"),
     ({"image": "train2014/no_digits.jpg", "caption": "x"}, "entry 1: no image id in the file name"),
+    ({"image": "mine/photo.jpg", "caption": "x", "image_id": "mine"}, "and no number in its 'image_id'"),
     ("just a string", "entry 1: expected an object"),
 ])
 def test_bad_entries_name_the_entry(tmp_path, entry, problem):
@@ -151,6 +152,23 @@ def test_bad_entries_name_the_entry(tmp_path, entry, problem):
     _write_annotations(tmp_path, "coco_karpathy_train.json", json.dumps([good, entry]))
     with pytest.raises(DataError, match=problem):
         coco_set(tmp_path, "train")
+
+
+def test_own_photo_in_a_train_file_takes_the_number_in_its_image_id(tmp_path):
+    good = {"image": "train2014/COCO_train2014_000000000001.jpg", "caption": "a", "image_id": "coco_1"}
+    mine = {"image": "photos/my_cat.jpg", "caption": "my cat", "image_id": "mine_77"}
+    for image in (good["image"], mine["image"]):
+        _tiny_jpeg(tmp_path / image)
+    _write_annotations(tmp_path, "coco_karpathy_train.json", json.dumps([good, mine]))
+    dataset = coco_set(tmp_path, "train")
+    assert len(dataset) == 2
+
+
+def _tiny_jpeg(path):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(path)
 
 
 def test_top_level_must_be_a_list(tmp_path):
@@ -228,10 +246,19 @@ def test_jsonl_single_and_list_captions(tmp_path):
     assert val[1]["references"] == captions_for(1, 2)
 
 
+def test_jsonl_with_a_byte_order_mark_is_read(tmp_path):
+    path = tmp_path / "c.jsonl"
+    for name in ("a.jpg", "b.jpg"):
+        _tiny_jpeg(tmp_path / name)
+    path.write_text('{"image": "a.jpg", "caption": "x"}\n{"image": "b.jpg", "caption": "y"}\n', encoding="utf-8-sig")
+    dataset = build_jsonl_captions(JsonlCaptionsConfig(path=str(path)), split="train", image_size=SIZE)
+    assert len(dataset) == 2
+
+
 def test_jsonl_errors_name_the_line(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_text('{"image": "a.jpg", "caption": "x"}\n\n{"image": "b.jpg", "caption": "y"\n')
-    with pytest.raises(DataError, match=r"c.jsonl: line 3: invalid JSON at column"):
+    with pytest.raises(DataError, match=r"c.jsonl: line 3: invalid JSON at column 34: Expecting ','"):
         build_jsonl_captions(JsonlCaptionsConfig(path=str(path)), split="train", image_size=SIZE)
     path.write_text('{"image": "a.jpg", "caption": "x"}\n{"image": "b.jpg"}\n')
     with pytest.raises(DataError, match=r"line 2: 'caption' must be"):

@@ -144,3 +144,19 @@ def test_plugins_json_lists_the_four_datasets():
     data_plugin = next(p for p in json.loads(result.stdout) if p["distribution"] == "pgmm-data")
     for name in ("coco_caption", "vg_caption", "jsonl_captions", "synthetic_shapes"):
         assert f"dataset:{name}" in data_plugin["components"]
+
+
+def test_data_check_warns_about_empty_captions(tmp_path, capsys):
+    from pgmm_core.cli import main as cli_main
+    from pgmm_data.testing import write_jsonl_tree
+
+    tree = write_jsonl_tree(tmp_path / "mine", images=4)
+    path = tree.annotation_files["train"]
+    lines = path.read_text(encoding="utf-8").splitlines()
+    first = json.loads(lines[0])
+    first["caption"] = " ... "  # nothing left once punctuation is removed
+    lines[0] = json.dumps(first)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = tiny_config(tmp_path / "run", data={"train": [{"type": "jsonl_captions", "path": str(path)}], "val": []})
+    assert cli_main(["data", "check", "--config", str(write_config(tmp_path / "c.json", config))]) == 0
+    assert "warning: 1 empty caption(s)" in capsys.readouterr().out

@@ -114,10 +114,25 @@ class Captioner:
         if not isinstance(images, (list, tuple)):
             images = list(images) if isinstance(images, torch.Tensor) and images.dim() == 4 else [images]
         settings = self.generation.model_copy(update=generation) if generation else self.generation
-        settings = GenerationSection.model_validate(settings.model_dump())
+        settings = _validated_generation(settings.model_dump())
         captions: list[str] = []
         for start in range(0, len(images), batch_size):
             pixels = self.pixel_values(images[start : start + batch_size]).to(self.device)
             with self.policy.autocast():
                 captions.extend(self.model.generate(pixels, prompt=prompt, generation=settings))
         return captions
+
+
+def _validated_generation(settings: dict[str, Any]) -> GenerationSection:
+    """Generation settings checked like a config section: a bad value is a :class:`ConfigError`."""
+    from pydantic import ValidationError
+
+    from pgmm_core.errors import ConfigError
+
+    try:
+        return GenerationSection.model_validate(settings)
+    except ValidationError as exc:
+        problems = [f"generation {'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']} "
+                    f"(got {e.get('input')!r})" if e["loc"] else f"generation settings: {e['msg']}"
+                    for e in exc.errors(include_url=False)]
+        raise ConfigError(problems) from None

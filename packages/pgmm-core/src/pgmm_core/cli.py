@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 from pgmm_core.errors import PgmmError
@@ -25,6 +26,14 @@ def run_guarded(action: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("pgmm: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as exc:  # a path that cannot be written or read: the message says which
+        print(f"pgmm: error: {exc}", file=sys.stderr)
+        return 1
     except RuntimeError as exc:  # `import torch` failing in an auto-loaded device extension (torch_npu)
         from pgmm_core.devices.probes import explain_torch_import_failure
         from pgmm_core.errors import DeviceUnavailableError
@@ -119,7 +128,8 @@ def cmd_caption(args: argparse.Namespace) -> int:
 
     paths = expand_image_paths(args.images)
     if not paths:
-        raise DataError("no images given (files or directories of .jpg/.png/...)")
+        raise DataError("no images given (image files, or directories whose own .jpg/.png/... files are "
+                        "captioned; sub-directories are not searched)")
     captioner = Captioner.from_run(args.run, checkpoint=args.checkpoint, overrides=args.set)
     settings = _generation_overrides(args)
     per_image = settings.get("num_return_sequences", captioner.generation.num_return_sequences)
@@ -149,9 +159,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pgmm_core.errors import ConfigError
     from pgmm_core.evaluate_run import evaluate_run
 
+    if args.run and args.run_dir and Path(args.run) != Path(args.run_dir):
+        raise ConfigError([f"two run directories given: {args.run_dir} and --run {args.run}"])
     run = args.run or args.run_dir
     if not run:
         raise ConfigError(["evaluate needs the run directory: --run RUN_DIR (or RUN_DIR)"])
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ConfigError([f"--out {args.out}: exists and is not a directory"])
     evaluate_run(run, split=args.split, data_file=args.data, checkpoint=args.checkpoint,
                  overrides=args.set, out_dir=args.out)
     return 0
@@ -185,7 +199,8 @@ def _run_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--run", required=required, help="run directory (config.json + checkpoints/)")
     p.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint directory")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="config overrides, e.g. model.llm.path=/data/pangu device.type=cpu")
+                   help="config overrides, e.g. model.llm.path=/data/pangu device.type=cpu "
+                        "(arguments after it without '=' are still taken as images / the run directory)")
 
 
 def build_parser(host: Any | None = None) -> argparse.ArgumentParser:
@@ -202,16 +217,16 @@ def build_parser(host: Any | None = None) -> argparse.ArgumentParser:
     p.set_defaults(_run=cmd_schema)
 
     p = sub.add_parser("validate", help="check a config file; exit 0 if valid, 2 with every problem if not")
-    p.add_argument("file")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("file", help="JSON config file")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides applied before validating")
     p.add_argument("--print-config", action="store_true", help="print the resolved config when valid")
     p.set_defaults(_run=cmd_validate)
 
     p = sub.add_parser("caption", help="caption images with a trained run")
-    p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("images", nargs="*", metavar="IMAGE_OR_DIR", help="image files or directories of images")
     _run_arguments(p)
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="images per forward pass (default 8)")
     p.add_argument("--prompt", help="text before the caption (default: the run's model.prompt)")
     p.add_argument("--num-beams", dest="num_beams", type=int)
     p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int)
@@ -236,7 +251,7 @@ def build_parser(host: Any | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write an HTML report (curves, metrics, captioned samples) of a run")
     p.add_argument("--run", required=True, help="run directory")
     p.add_argument("--out", help="output directory (default RUN/report)")
-    p.add_argument("--gallery", type=int, default=12, help="validation images shown")
+    p.add_argument("--gallery", type=_non_negative_int, default=12, help="validation images shown (default 12)")
     p.set_defaults(_run=cmd_report)
 
     p = sub.add_parser("convert", help="convert checkpoints between LAVIS, pgmm and transformers BLIP-2 layouts")
@@ -258,14 +273,51 @@ def build_parser(host: Any | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _take_positionals_from_set(args: argparse.Namespace) -> None:
+    """``--set a=1 photo.jpg`` : argparse gives ``photo.jpg`` to ``--set``; it belongs to the positionals."""
+    values = getattr(args, "set", None)
+    if not values:
+        return
+    args.set = [v for v in values if "=" in v]
+    stray = [v for v in values if "=" not in v]
+    if hasattr(args, "images"):
+        args.images = [*args.images, *stray]
+    elif hasattr(args, "run_dir") and stray:
+        if args.run_dir is None and len(stray) == 1:
+            args.run_dir = stray[0]
+        else:
+            from pgmm_core.errors import ConfigError
+
+            raise ConfigError([f"--set takes KEY=VALUE pairs; got {', '.join(stray)}"])
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "train":  # its own parser: options (--config, --resume, --help) pass through
+        from pgmm_core.train.__main__ import main as train_main
+
+        return train_main(argv[1:])
 
     def go() -> int:
         builtin = {"plugins", "schema", "validate", "train", "caption", "evaluate", "report", "convert"}
         wants_plugin_command = bool(argv) and argv[0] not in builtin and not argv[0].startswith("-")
         host = _host() if wants_plugin_command or not argv or argv[0] in ("-h", "--help") else None
         args = build_parser(host).parse_args(argv)
+        _take_positionals_from_set(args)
         return int(args._run(args) or 0)
 
     return run_guarded(go)

@@ -51,8 +51,14 @@ def convert(source: str | Path, target: str | Path, *, to: str, source_format: s
     from pgmm_vision.keymap import convert_state_dict, detect_format, to_pgmm
 
     source = Path(source)
+    if Path(target).suffix not in (".safetensors", ".pth", ".pt", ".bin"):  # before reading gigabytes
+        raise CheckpointError(f"{target}: write .safetensors, .pth, .pt or .bin")
     state, run_format = _read_source(source, checkpoint)
-    fmt = source_format or run_format or detect_format(state)
+    detected = run_format or detect_format(state)
+    if source_format and source_format != detected:
+        raise CheckpointError(f"{source}: --from {source_format}, but its keys are in the {detected} layout "
+                              f"(e.g. {next(iter(state), 'none')!r}); leave --from out to use the detected one")
+    fmt = detected
     state, projector = _split_projector(state, fmt)
     pgmm = to_pgmm(state, fmt)
     out = convert_state_dict(pgmm.tensors, to, "pgmm") if pgmm.tensors else {}

@@ -211,7 +211,16 @@ def make_loader(datasets: Sequence[Any], sampler: Sampler[int] | None, *, batch_
         drop_last=drop_last,
         persistent_workers=False,
         generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=_ignore_interrupts if num_workers else None,
     )
+
+
+def _ignore_interrupts(worker_id: int) -> None:
+    """Ctrl-C reaches the whole process group; a worker that died of it would make the trainer's
+    graceful stop (finish the step, save, exit) fail on its next batch. The main process decides."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class EvalShardSampler(Sampler[int]):

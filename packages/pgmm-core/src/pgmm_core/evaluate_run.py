@@ -44,7 +44,16 @@ def evaluate_run(run_dir: str | Path, *, split: str = "val", data_file: str | No
     overrides = list(overrides)
     if data_file is not None:
         overrides.append(f"data.{split}=" + json.dumps(read_dataset_file(data_file)))
-    run = load_run(run_dir, checkpoint=checkpoint, overrides=overrides, host=host)
+    try:
+        run = load_run(run_dir, checkpoint=checkpoint, overrides=overrides, host=host)
+    except ConfigError as exc:
+        prefix = f"data.{split}."
+        if data_file is None or not all(p.startswith(prefix) for p in exc.problems):
+            raise
+        # the problems are in the --data file, not in the run's config: say so, with its own paths
+        problems = [f"dataset {p[len(prefix):]}" for p in exc.problems]
+        problems.append('the file holds one dataset config ({"type": "coco_caption", ...}) or a list of them')
+        raise ConfigError(problems, f"{data_file} (--data)") from None
     config = run.config
     datasets_config = getattr(config.data, split)
     if not datasets_config:

@@ -120,7 +120,7 @@ def _score(gts_raw: dict[Any, list[str]], res_raw: dict[Any, list[str]], has_jav
         try:
             scores["METEOR"] = float(meteor.compute_score(gts, res)[0])
         finally:
-            del meteor  # its __del__ stops the Java process
+            stop_meteor(meteor)
     else:
         unavailable["METEOR"] = f"Java ('{java}') not found; install a JRE (e.g. apt-get install openjdk-17-jre-headless)"
     scores["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])
@@ -133,6 +133,20 @@ def _score(gts_raw: dict[Any, list[str]], res_raw: dict[Any, list[str]], has_jav
         unavailable["SPICE"] = "Stanford CoreNLP jars are not installed (SPICE would download them)"
     scores["unavailable"] = unavailable
     return scores
+
+
+def stop_meteor(meteor: Any) -> None:
+    """Stop METEOR's Java process without its lock. ``Meteor.__del__`` takes the lock that
+    ``compute_score`` holds; a Ctrl-C inside ``compute_score`` leaves it held, and ``__del__`` would
+    then wait forever. Given a fresh lock, the later ``__del__`` finds the process already gone."""
+    import threading
+
+    process = meteor.meteor_p
+    with contextlib.suppress(OSError, ValueError):
+        process.stdin.close()
+    process.kill()
+    process.wait()
+    meteor.lock = threading.Lock()
 
 
 def format_table(metrics: dict[str, Any]) -> str:

@@ -107,6 +107,9 @@ class MultimodalModel(nn.Module):
     # --- training ---------------------------------------------------------------------------------
 
     def forward(self, pixel_values: torch.Tensor, captions: list[str]) -> CaptionOutput:
+        if isinstance(captions, str) or len(captions) != pixel_values.shape[0]:
+            count = "a string" if isinstance(captions, str) else f"{len(captions)} caption(s)"
+            raise ValueError(f"one caption per image: got {pixel_values.shape[0]} image(s) and {count}")
         image = self.encode_image(pixel_values)
         visual = image.llm_embeds
         text = self.tokenize_captions(captions, device=visual.device)

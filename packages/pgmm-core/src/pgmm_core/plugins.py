@@ -210,12 +210,23 @@ class PluginHost:
             self._warn_about_failures()
         return self._registries
 
+    def disabled_distributions(self) -> set[str]:
+        """Distributions whose plugins PGMM_DISABLE_PLUGINS / PGMM_LOAD_PLUGINS kept from loading."""
+        return {_normalise(i.distribution) for i in self._infos.values() if i.status == "disabled" and i.distribution}
+
     def failed(self) -> list[PluginInfo]:
         """Plugins that could not be loaded or registered, each with its error."""
         self.registries()
         return [info for info in self._infos.values() if info.status == "failed"]
 
     def _warn_about_failures(self) -> None:
+        known = {_normalise(n) for info in self._infos.values() for n in (info.name, info.distribution or "")}
+        for variable, names in (("PGMM_DISABLE_PLUGINS", self._disabled), ("PGMM_LOAD_PLUGINS", self._allowed or set())):
+            unknown = sorted(names - known - self._warned)
+            if unknown and self._infos:
+                self._warned.update(unknown)
+                logger.warning("pgmm: warning: %s names no installed plugin: %s (installed: %s)", variable,
+                               ", ".join(unknown), ", ".join(sorted(i.name for i in self._infos.values())))
         if not self._warn_failures:
             return
         for key, info in self._infos.items():

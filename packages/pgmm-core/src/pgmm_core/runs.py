@@ -3,11 +3,14 @@
 A run directory is self-contained — ``config.json`` plus ``checkpoints/`` — so a run trained on
 another machine can be used here; paths to the frozen weights (``model.llm.path``,
 ``model.vision.checkpoint``, …) are overridden with ``key=value`` pairs like any config value.
+The model is built under the run's seed, as the trainer built it, so frozen parts initialised at
+random (no checkpoint named) come out the same; ``frozen_weights.json`` confirms it.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ class LoadedRun:
     model: Any
     checkpoint: Path
     step: int
+    frozen_mismatch: list[str] | None = None  # parts whose frozen weights differ from the run's record
 
 
 def resolve_checkpoint(run_dir: Path, which: str = "best") -> Path:
@@ -51,8 +55,10 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", overrides: tuple[
              host: Any | None = None) -> LoadedRun:
     """Rebuild the model of a run and load its trainable weights from a verified checkpoint."""
     from pgmm_core.config.loading import load_config
+    from pgmm_core import frozen_weights
     from pgmm_core.model import build_model
     from pgmm_core.train import checkpoint as ckpt
+    from pgmm_core.train.rng import seeded_on_cpu
 
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
@@ -60,11 +66,15 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", overrides: tuple[
         raise ConfigError([f"{run_dir} is not a pgmm run directory (no config.json)"])
     config = load_config(config_path, overrides, host=host)
     path = resolve_checkpoint(run_dir, checkpoint)
-    model = build_model(config)
+    with seeded_on_cpu(config.train.seed):
+        model = build_model(config)
+    mismatch = frozen_weights.differing_parts(run_dir, frozen_weights.fingerprint(model))
+    if mismatch:
+        print(f"pgmm: warning: {frozen_weights.mismatch_warning(run_dir, mismatch)}", file=sys.stderr)
     shapes = {k: tuple(v.shape) for k, v in model.trainable_state_dict().items()}
     weights, _, meta = ckpt.load_checkpoint(path, shapes)
     _, unexpected = model.load_state_dict(weights, strict=False)
     if unexpected:
         raise CheckpointError(f"{path}: unexpected weights {unexpected[:5]}")
     model.eval()
-    return LoadedRun(run_dir, config, model, path, int(meta["step"]))
+    return LoadedRun(run_dir, config, model, path, int(meta["step"]), mismatch)

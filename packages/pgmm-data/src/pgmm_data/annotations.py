@@ -195,7 +195,8 @@ def join_image_path(image_root: Path, image: str) -> str:
 
 def load_coco_karpathy(annotation: Path, image_root: Path) -> Annotations:
     """``coco_karpathy_*.json`` as published: train entries ``{caption, image, image_id}``, val/test
-    entries ``{image, caption: [..]}``. The evaluation id is the number in the file name."""
+    entries ``{image, caption: [..]}``. The evaluation id is the number in the file name (LAVIS' rule),
+    else the number in ``image_id``."""
     hint = (f"Download {LAVIS_DOWNLOADS}{annotation.name} or set 'annotation'"
             if annotation.name.startswith("coco_karpathy_") else "Check 'annotation'")
     data = _expect_list(read_json(annotation, "COCO Karpathy annotation file", hint), annotation, "entries")
@@ -203,11 +204,14 @@ def load_coco_karpathy(annotation: Path, image_root: Path) -> Annotations:
     builder = _Builder(source)
     for i, raw in enumerate(data):
         image, captions = _entry(source, f"entry {i}", raw)
+        key = raw.get("image_id")
         eval_id = id_from_name(image)
+        if eval_id is None:  # a photo of the user's own added to a train file: its image_id will do
+            eval_id = _int_id(key)
         if eval_id is None:
             raise _fail(source, f"entry {i}",
-                        f"no image id in the file name {image!r} (expected COCO_<split>_<id>.jpg)")
-        key = raw.get("image_id")
+                        f"no image id in the file name {image!r} (expected COCO_<split>_<id>.jpg) "
+                        "and no number in its 'image_id'")
         builder.add(join_image_path(image_root, image), captions,
                     str(key) if key is not None else f"coco_{eval_id}", eval_id)
     return builder.finish()
@@ -337,7 +341,7 @@ def load_jsonl_captions(path: Path, image_root: Path) -> Annotations:
     source = str(path)
     builder = _Builder(source)
     try:
-        handle = path.open("r", encoding="utf-8")
+        handle = path.open("r", encoding="utf-8-sig")  # a BOM (Windows editors, Excel) is not part of line 1
     except FileNotFoundError:
         raise DataError(f"JSONL caption file not found: {path}. Check 'path'") from None
     except OSError as exc:
@@ -349,7 +353,7 @@ def load_jsonl_captions(path: Path, image_root: Path) -> Annotations:
                     continue
                 where = f"line {lineno}"
                 try:
-                    raw = json.loads(line)
+                    raw = json.loads(line.rstrip("\r\n"))  # errors at the line's end stay on this line
                 except json.JSONDecodeError as exc:
                     raise _fail(source, where, f"invalid JSON at column {exc.colno}: {exc.msg}") from None
                 image, captions = _entry(source, where, raw)

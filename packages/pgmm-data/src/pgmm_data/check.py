@@ -61,6 +61,7 @@ class DatasetReport:
     captions: int = 0
     caption_words: dict[str, float] = field(default_factory=dict)
     over_max_words: int = 0
+    empty_captions: int = 0  # nothing left after blip_caption: the sample trains on EOS alone
     max_words: int | None = None
 
 
@@ -199,6 +200,7 @@ def _caption_stats(report: DatasetReport, captions: list[str], max_words: int | 
     }
     if max_words is not None:
         report.over_max_words = int((words > max_words).sum())
+    report.empty_captions = int((words == 0).sum())
 
 
 def format_report(report: DatasetReport, max_bad_fraction: float) -> str:
@@ -222,6 +224,9 @@ def format_report(report: DatasetReport, max_bad_fraction: float) -> str:
             line += f"; {report.over_max_words:,} longer than max_words {report.max_words}"
             line += " (truncated to it)" if report.over_max_words else ""
         lines.append(line)
+        if report.empty_captions:
+            lines.append(f"  warning: {report.empty_captions:,} empty caption(s) (nothing left after blip_caption); "
+                         "they train the model to say nothing")
     if report.bad_examples:
         lines.append("  bad files:")
         lines.extend(f"    {example}" for example in report.bad_examples)

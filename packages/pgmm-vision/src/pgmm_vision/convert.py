@@ -47,15 +47,18 @@ def convert_file(source: str | Path, target: str | Path, to: Format,
 def write_state_dict(state: dict[str, torch.Tensor], target: str | Path, layout: Format) -> Path:
     """Write ``state`` as ``.safetensors`` (any layout) or ``.pth``/``.pt``/``.bin`` (LAVIS wraps it
     in ``{"model": ...}`` as LAVIS' loaders expect)."""
-    state = {k: v.contiguous() for k, v in state.items()}
+    from pgmm_core.train.checkpoint import usual_permissions
+
     target = Path(target)
+    if target.suffix not in (".safetensors", ".pth", ".pt", ".bin"):
+        raise CheckpointError(f"{target}: write .safetensors, .pth, .pt or .bin")
+    state = {k: v.contiguous() for k, v in state.items()}
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.suffix == ".safetensors":
         from safetensors.torch import save_file
 
         save_file(state, str(target), metadata={"format": "pt", "pgmm_layout": layout})
-    elif target.suffix in (".pth", ".pt", ".bin"):
-        torch.save({"model": state} if layout == "lavis" else state, str(target))
+        usual_permissions(target)  # safetensors writes 0600
     else:
-        raise CheckpointError(f"{target}: write .safetensors, .pth, .pt or .bin")
+        torch.save({"model": state} if layout == "lavis" else state, str(target))
     return target

@@ -59,9 +59,14 @@ def parse_override_value(text: str) -> Any:
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> tuple[dict[str, Any], list[str]]:
-    """Apply ``a.b.0.c=value`` overrides to a copy of ``data``; return it and the problems found."""
+    """Apply ``a.b.0.c=value`` overrides to a copy of ``data``; return it and the problems found.
+
+    Changing a component's ``type`` starts its section afresh (the old type's fields would be unknown
+    to the new one: ``device.type=cpu`` on a run trained on NPUs); ``type`` overrides are applied
+    first, so the section's other overrides may come in any order."""
     data = copy.deepcopy(data)
     problems: list[str] = []
+    overrides = sorted(overrides, key=lambda o: not o.partition("=")[0].strip().endswith(".type"))
     for override in overrides:
         key, sep, value_text = override.partition("=")
         key = key.strip()
@@ -97,6 +102,8 @@ def _set_path(data: dict[str, Any], parts: list[str], value: Any) -> str | None:
             current = current[index]
         elif isinstance(current, dict):
             if last:
+                if part == "type" and isinstance(current.get("type"), str) and current["type"] != value:
+                    current.clear()
                 current[part] = value
                 return None
             if part not in current or current[part] is None:
@@ -153,3 +160,13 @@ def load_config(
 
 def config_to_json(config: Any) -> str:
     return json.dumps(config.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
+
+
+def changed_paths(before: Any, after: Any, prefix: str = "") -> list[str]:
+    """Dotted paths where two JSON-like configs differ (``data.batch_size``, ``data.train.0.root``)."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [p for key in sorted(set(before) | set(after), key=str)
+                for p in changed_paths(before.get(key), after.get(key), f"{prefix}{key}.")]
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        return [p for i, (b, a) in enumerate(zip(before, after)) for p in changed_paths(b, a, f"{prefix}{i}.")]
+    return [] if before == after else [prefix.rstrip(".")]

@@ -117,7 +117,11 @@ def unknown_component_message(host: PluginHost, kind: str, name: str) -> str:
     label = KIND_LABELS[kind]
     parts = [f"unknown {label} '{name}'. Known: {_known_list(host, kind)}."]
     package = providing_package(kind, name)
-    if package is not None:
+    disabled = getattr(host, "disabled_distributions", set)()
+    if package is not None and package in disabled:
+        parts.append(f"'{name}' is provided by {package}, which is installed but disabled "
+                     "(PGMM_DISABLE_PLUGINS / PGMM_LOAD_PLUGINS)")
+    elif package is not None:
         parts.append(f"'{name}' is provided by the pip package {package}: pip install {package}")
     else:
         installed = host.registry(kind).all_names()
@@ -151,7 +155,8 @@ def format_errors(
         elif NOTHING_INSTALLED in str(err.get("msg", "")) and kind_slot is not None:
             label = KIND_LABELS[kind_slot.kind]
             name = raw_value(raw, path, "type")
-            msg = f"{dotted(path)}: no {label} is installed. " + (
+            state = "loaded" if getattr(host, "disabled_distributions", set)() else "installed"
+            msg = f"{dotted(path)}: no {label} is {state}. " + (
                 unknown_component_message(host, kind_slot.kind, name) if name else ""
             )
         elif etype == "extra_forbidden":

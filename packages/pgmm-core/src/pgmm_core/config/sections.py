@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 class StrictModel(BaseModel):
     """Base of every pgmm config model: unknown keys are errors, values are JSON-native."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 class ComponentConfig(StrictModel):
@@ -103,7 +103,7 @@ class TrainSection(StrictModel):
     accum_steps: int = Field(1, ge=1)
     grad_clip: float | None = Field(None, gt=0)
     seed: int = 42
-    output_dir: str = "runs/stage2"
+    output_dir: str = Field("runs/stage2", min_length=1)
     log_every: int = Field(10, ge=1)
     eval_every: int | None = Field(None, ge=1, description="Evaluate every N steps (default: each epoch).")
     save_every: int | None = Field(None, ge=1, description="Checkpoint every N steps (default: each epoch).")

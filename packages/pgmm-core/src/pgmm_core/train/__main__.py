@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def parser() -> argparse.ArgumentParser:
@@ -36,15 +37,46 @@ def main(argv: list[str] | None = None) -> int:
         if args.config is None:
             print("pgmm: no --config given: running the embedded tiny CPU demo "
                   f"(output in {config.train.output_dir})", flush=True)
+            if not args.resume:
+                _move_earlier_demo_aside(Path(config.train.output_dir))
         from pgmm_core.train import train
 
-        summary = train(config, resume=args.resume)
+        try:
+            summary = train(config, resume=args.resume)
+        except KeyboardInterrupt as exc:
+            print(_interrupted_message(exc, Path(config.train.output_dir)), file=sys.stderr, flush=True)
+            return 130
         if summary.get("first_loss") is not None:
             print(f"pgmm: done: {summary['steps']} steps, loss {summary['first_loss']:.4f} -> "
                   f"{summary['last_loss']:.4f}; run directory {summary['output_dir']}", flush=True)
         return 0
 
     return run_guarded(go)
+
+
+def _move_earlier_demo_aside(output_dir: Path) -> None:
+    """Running the demo again starts it again; the earlier demo run is kept beside it, not mixed in."""
+    if not (output_dir / "checkpoints").is_dir():
+        return
+    n = 1
+    while output_dir.with_name(f"{output_dir.name}.{n}").exists():
+        n += 1
+    target = output_dir.with_name(f"{output_dir.name}.{n}")
+    output_dir.rename(target)
+    print(f"pgmm: the earlier demo run was moved to {target}", flush=True)
+
+
+def _interrupted_message(exc: KeyboardInterrupt, output_dir: Path) -> str:
+    from pgmm_core.train import checkpoint as ckpt
+    from pgmm_core.train.loop import TrainingInterrupted
+
+    if isinstance(exc, TrainingInterrupted):
+        where = f"pgmm: interrupted after step {exc.step}; checkpoint saved in {exc.checkpoint}"
+    else:
+        found = ckpt.latest_complete(output_dir / "checkpoints")
+        where = "pgmm: interrupted; " + (f"newest complete checkpoint: {found[0]}" if found
+                                         else "no checkpoint was saved yet")
+    return f"{where}\n      continue with the same command and --resume auto"
 
 
 if __name__ == "__main__":

@@ -55,6 +55,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def usual_permissions(path: Path, *, directory: bool = False) -> None:
+    """``mkstemp``/``mkdtemp`` (and safetensors' writer) create private (0600/0700) entries; give
+    them the permissions the user's umask gives any other file, so a run can be read on a shared
+    cluster."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a small file atomically (temp file in the same directory, fsync, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,6 +77,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        usual_permissions(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -84,6 +98,7 @@ def save_checkpoint(root: Path, step: int, weights: dict[str, torch.Tensor], sta
         torch.save(state, scratch / STATE)
         files = {}
         for name in (WEIGHTS, STATE):
+            usual_permissions(scratch / name)
             _fsync_file(scratch / name)
             files[name] = {"size": (scratch / name).stat().st_size, "sha256": _sha256(scratch / name)}
         meta = {
@@ -98,6 +113,7 @@ def save_checkpoint(root: Path, step: int, weights: dict[str, torch.Tensor], sta
         _fsync_dir(scratch)
         if final.exists():  # a re-save of the same step (e.g. resumed then saved at once)
             shutil.rmtree(final)
+        usual_permissions(scratch, directory=True)
         os.rename(scratch, final)
         _fsync_dir(root)
     except BaseException:
@@ -109,6 +125,13 @@ def save_checkpoint(root: Path, step: int, weights: dict[str, torch.Tensor], sta
 def verify_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint's metadata, after checking every file is complete; else :class:`CheckpointError`."""
     meta_path = path / META
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is a file; a checkpoint is a directory (checkpoints/step-NNNNNN)")
+    if (path / "checkpoints").is_dir():
+        raise CheckpointError(f"{path} is a run directory; name one of its checkpoints/step-NNNNNN, "
+                              "or continue the run with --resume auto")
     if not meta_path.is_file():
         raise CheckpointError(f"{path} is incomplete: {META} is missing (the run was probably killed while saving)")
     try:

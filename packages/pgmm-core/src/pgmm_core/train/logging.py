@@ -1,6 +1,9 @@
 """Run logs: ``log.jsonl`` (one object per logged step), TensorBoard scalars and a progress bar.
 
-Only rank 0 writes; other ranks get a logger whose methods do nothing.
+Only rank 0 writes; other ranks get a logger whose methods do nothing. A resumed run starts its logs
+at the checkpoint's step: records of steps after it (written before the interruption, and about to
+be redone) are dropped from ``log.jsonl`` and purged from the TensorBoard events, so each step is
+logged once.
 """
 
 from __future__ import annotations
@@ -23,11 +26,14 @@ class RunLogger:
         if not enabled:
             return
         output_dir.mkdir(parents=True, exist_ok=True)
+        if initial_step:
+            _drop_records_after(output_dir / "log.jsonl", initial_step)
         self._jsonl = (output_dir / "log.jsonl").open("a", encoding="utf-8")
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(output_dir / "tensorboard"))
+            self._writer = SummaryWriter(log_dir=str(output_dir / "tensorboard"),
+                                         purge_step=initial_step + 1 if initial_step else None)
         from tqdm.auto import tqdm
 
         self._bar = tqdm(total=total_steps, initial=initial_step, desc="train", unit="step",
@@ -76,3 +82,19 @@ class RunLogger:
             self._writer.close()
         if self._jsonl is not None:
             self._jsonl.close()
+
+
+def _drop_records_after(path: Path, step: int) -> None:
+    if not path.is_file():
+        return
+    from pgmm_core.train.checkpoint import atomic_write_text
+
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record_step = json.loads(line).get("step", 0)
+        except (json.JSONDecodeError, AttributeError):
+            continue  # a line cut short by the interruption
+        if isinstance(record_step, int) and record_step <= step:
+            kept.append(line + "\n")
+    atomic_write_text(path, "".join(kept))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,10 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from pgmm_core.config.loading import config_to_json
+from pgmm_core import frozen_weights
+from pgmm_core.config.loading import changed_paths, config_to_json
 from pgmm_core.data import BadImageTracker, ResumableSampler, make_loader
 from pgmm_core.devices.select import select_device_backend
-from pgmm_core.errors import CheckpointError, DataError
+from pgmm_core.errors import CheckpointError, ConfigError, DataError
 from pgmm_core.evaluation import evaluate_dataset
 from pgmm_core.metrics import format_table
 from pgmm_core.metrics_expr import evaluate_metric_expression
@@ -27,6 +30,27 @@ from pgmm_core.train.distributed import DistEnv, destroy_process_group, init_pro
 from pgmm_core.train.logging import RunLogger
 from pgmm_core.train.optim import build_optimizer
 from pgmm_core.train.schedule import learning_rate
+
+
+def refuse_to_mix_runs(output_dir: Path, resume: str | None) -> None:
+    """A fresh run into a directory that holds another run's checkpoints would interleave the two
+    (logs appended, best checkpoint compared across runs, ``--resume auto`` picking the old one)."""
+    if resume and resume != "none":
+        return
+    existing = ckpt.list_checkpoints(output_dir / "checkpoints")
+    if existing:
+        raise ConfigError([
+            f"train.output_dir: {output_dir} already holds a run (checkpoints up to {existing[-1].name}); "
+            "continue it with --resume auto, or choose another train.output_dir (or remove that directory)"
+        ])
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training after a completed step whose checkpoint is saved: ``--resume auto`` goes on."""
+
+    def __init__(self, step: int, checkpoint: Path) -> None:
+        super().__init__(f"interrupted after step {step}; checkpoint {checkpoint}")
+        self.step, self.checkpoint = step, checkpoint
 
 
 @dataclass
@@ -56,6 +80,7 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         self.env = DistEnv.from_environ()
         self.backend = select_device_backend(self.config.device, self.host)  # fails before any work
+        refuse_to_mix_runs(Path(self.config.train.output_dir), self.resume)
         self.device = self.backend.setup(self.env.local_rank)
         init_process_group(self.env, self.backend.dist_backend, self.device)
         try:
@@ -73,6 +98,7 @@ class Trainer:
         self.policy = self.backend.precision_policy()
         rng.seed_everything(t.seed, self.backend)  # identical initialisation on every rank
         self.model = build_model(cfg)
+        self.frozen_prints = frozen_weights.fingerprint(self.model)  # before the precision policy casts
         apply_precision_policy(self.model, self.policy)
         self.model.to(self.device)
         rng.seed_everything(t.seed + self.env.rank, self.backend)  # LAVIS: per-rank stream for dropout
@@ -156,7 +182,10 @@ class Trainer:
         position = self._resume()
         main = self.env.is_main
         if main:
+            if position.global_step:
+                self._warn_about_changes_since_checkpoint()
             ckpt.atomic_write_text(self.out / "config.json", config_to_json(self.config))
+            ckpt.atomic_write_text(self.out / frozen_weights.FILE_NAME, frozen_weights.to_json(self.frozen_prints))
         self.logger = RunLogger(self.out, enabled=main, tensorboard=t.tensorboard,
                                 total_steps=self.total_steps, initial_step=position.global_step)
         counts = self.model.parameter_counts()
@@ -171,7 +200,8 @@ class Trainer:
         losses: list[float] = []
         try:
             self.host.call_event("pgmm_on_train_start", run=self.view)
-            losses = self._epochs(position)
+            with self._graceful_interrupt():
+                losses = self._epochs(position)
             if self.metrics_step != self.view.step and self.val_sets:
                 self._evaluate(self.view.step, self.view.epoch)
             if self.saved_step != self.view.step:
@@ -189,6 +219,63 @@ class Trainer:
             for name in callback_names:
                 self.host.unregister(name)
             self.logger.close()
+
+    @contextlib.contextmanager
+    def _graceful_interrupt(self):
+        """First Ctrl-C: finish the current step, save a checkpoint, stop (:class:`TrainingInterrupted`).
+        A second one stops at once. Single-process runs only: under torchrun the ranks would have to
+        agree on the step, and the launcher stops its workers itself."""
+        self._interrupt_requested = False
+        if self.env.distributed or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_interrupt(signum: int, frame: Any) -> None:
+            if self._interrupt_requested:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                raise KeyboardInterrupt
+            self._interrupt_requested = True
+            self._message("interrupt: finishing this step, then saving a checkpoint (Ctrl-C again to stop now)")
+
+        previous = signal.signal(signal.SIGINT, on_interrupt)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _evaluate_unless_interrupted(self, position: Position) -> None:
+        """Ctrl-C reaches the scorers' Java processes too; when they die of it, the evaluation is
+        abandoned and the interrupted step is saved, as promised, instead of failing the run."""
+        try:
+            self._evaluate(position.global_step, self.view.epoch)
+        except Exception:
+            if not self._interrupt_requested:
+                raise
+            self._message("interrupt: evaluation abandoned")
+        self._stop_if_interrupted(position)
+
+    def _stop_if_interrupted(self, position: Position) -> None:
+        if not self._interrupt_requested:
+            return
+        if self.saved_step != position.global_step:
+            self._save(position)
+        raise TrainingInterrupted(position.global_step, self.ckpt_root / f"step-{position.global_step:06d}")
+
+    def _warn_about_changes_since_checkpoint(self) -> None:
+        """A resumed run continues with the config given now; say what differs from the run's own,
+        since a changed batch size or dataset changes the data order the checkpoint's position means."""
+        saved_path = self.out / "config.json"
+        if saved_path.is_file():
+            before = json.loads(saved_path.read_text(encoding="utf-8"))
+            changed = changed_paths(before, json.loads(config_to_json(self.config)))
+            if changed:
+                shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
+                self._message(f"warning: resuming with a config that differs from the run's in {shown}; "
+                              f"the previous one is kept as config.previous.json")
+                ckpt.atomic_write_text(self.out / "config.previous.json", saved_path.read_text(encoding="utf-8"))
+        changed_parts = frozen_weights.differing_parts(self.out, self.frozen_prints)
+        if changed_parts:
+            self._message(f"warning: {frozen_weights.mismatch_warning(self.out, changed_parts)}")
 
     def _register_callbacks(self) -> list[str]:
         names = []
@@ -248,9 +335,10 @@ class Trainer:
                 position = Position(self.view.step, epoch, micro) if micro < micro_limit else Position(
                     self.view.step, epoch + 1, 0)
                 if t.eval_every and self.view.step % t.eval_every == 0 and self.val_sets:
-                    self._evaluate(self.view.step, epoch)
+                    self._evaluate_unless_interrupted(position)
                 if t.save_every and self.view.step % t.save_every == 0:
                     self._save(position)
+                self._stop_if_interrupted(position)
                 if self.view.step >= self.total_steps or self.view.stop_reason is not None:
                     self._last_position = position
                     self._report_bad_images(epoch)
@@ -258,7 +346,7 @@ class Trainer:
             self._report_bad_images(epoch)
             self._last_position = Position(self.view.step, epoch + 1, 0)
             if t.eval_every is None and self.val_sets:
-                self._evaluate(self.view.step, epoch)
+                self._evaluate_unless_interrupted(self._last_position)
             if t.save_every is None:
                 self._save(self._last_position)
             if self.view.stop_reason is not None:
@@ -336,6 +424,8 @@ class Trainer:
                 if i == 0:
                     ckpt.atomic_write_text(self.out / "results.json", text)
                 self._message(f"eval {result.name} at step {step}:\n{format_table(result.metrics)}")
+                if result.bad_images:
+                    self._message(f"  {result.bad_images} unreadable image(s) skipped: not scored")
                 if result.metrics.get("unavailable"):
                     self._message("  unavailable: " + "; ".join(f"{k}: {v}" for k, v in result.metrics["unavailable"].items()))
         self.last_metrics, self.metrics_step = merged, step

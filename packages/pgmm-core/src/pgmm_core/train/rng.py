@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -15,6 +16,20 @@ def seed_everything(seed: int, device_backend: Any | None = None) -> None:
     torch.manual_seed(seed)
     if device_backend is not None:
         device_backend.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def seeded_on_cpu(seed: int) -> Iterator[None]:
+    """Seed Python, NumPy and torch's CPU generator as the trainer does before building its model,
+    and give the caller its own generator states back afterwards."""
+    saved = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    seed_everything(seed)
+    try:
+        yield
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+        torch.random.set_rng_state(saved[2])
 
 
 def capture(device_backend: Any) -> dict[str, Any]:
