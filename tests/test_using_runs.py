@@ -60,6 +60,9 @@ def test_caption_cli_reports_unreadable_file_and_continues(trained_run, photos, 
     assert result.returncode == 1
     assert "cannot read image" in result.stderr and "Traceback" not in result.stderr
     assert result.stdout.count("\n") == 1 and "coffee.jpg" in result.stdout
+    result = cli("caption", "--run", str(trained_run), "--json", str(broken), str(photos / "coffee.jpg"))
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.returncode == 1 and [sorted(r) for r in rows] == [["error", "image"], ["caption", "image"]]
 
 
 def test_caption_cli_options_are_checked_and_set_leaves_images_alone(trained_run, photos):

@@ -107,3 +107,12 @@ def test_changing_a_components_type_starts_its_section_afresh():
     assert changed == {"device": {"type": "cpu", "precision": "bf16"}, "train": {"lr": 1.0}}
     same, _ = apply_overrides(data, ["device.type=npu"])
     assert same == data  # the same type keeps its fields
+
+
+def test_validate_takes_overrides_after_an_option(tmp_path):
+    path = write_config(tmp_path / "c.json", tiny_config(tmp_path / "run"))
+    result = run_cli("-m", "pgmm_core", "validate", str(path), "--print-config", "train.lr=2e-4")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["train"]["lr"] == 2e-4
+    result = run_cli("-m", "pgmm_core", "validate", str(path), "--bogus")
+    assert result.returncode == 2 and "unrecognized arguments: --bogus" in result.stderr

@@ -143,6 +143,8 @@ def cmd_caption(args: argparse.Namespace) -> int:
             except DataError as exc:
                 failures += 1
                 print(f"pgmm: error: {exc}", file=sys.stderr)
+                if args.json:  # scripts reading the JSON lines see every image, failed ones too
+                    print(json.dumps({"image": str(path), "error": str(exc)}, ensure_ascii=False))
         if not readable:
             continue
         captions = captioner.caption(readable, batch_size=args.batch_size, prompt=args.prompt, **settings)
@@ -225,7 +227,8 @@ def build_parser(host: Any | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("caption", help="caption images with a trained run")
     p.add_argument("images", nargs="*", metavar="IMAGE_OR_DIR", help="image files or directories of images")
     _run_arguments(p)
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--json", action="store_true",
+                   help='one JSON object per line: {"image", "caption"}, or {"image", "error"} for an unreadable one')
     p.add_argument("--batch-size", type=_positive_int, default=8, help="images per forward pass (default 8)")
     p.add_argument("--prompt", help="text before the caption (default: the run's model.prompt)")
     p.add_argument("--num-beams", dest="num_beams", type=int)
@@ -316,7 +319,14 @@ def main(argv: list[str] | None = None) -> int:
         builtin = {"plugins", "schema", "validate", "train", "caption", "evaluate", "report", "convert"}
         wants_plugin_command = bool(argv) and argv[0] not in builtin and not argv[0].startswith("-")
         host = _host() if wants_plugin_command or not argv or argv[0] in ("-h", "--help") else None
-        args = build_parser(host).parse_args(argv)
+        parser = build_parser(host)
+        args, extra = parser.parse_known_args(argv)
+        if extra and isinstance(getattr(args, "overrides", None), list):
+            # `validate FILE --print-config k=v`: argparse ends the positionals at the first option
+            args.overrides += [e for e in extra if "=" in e and not e.startswith("-")]
+            extra = [e for e in extra if not ("=" in e and not e.startswith("-"))]
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         _take_positionals_from_set(args)
         return int(args._run(args) or 0)
 

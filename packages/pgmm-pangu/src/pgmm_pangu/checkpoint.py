@@ -31,6 +31,9 @@ RELEASE_HINT = "download openPangu-Embedded-7B from https://ai.gitcode.com/ascen
 
 def read_release_config(directory: Path) -> dict[str, Any]:
     """The release's ``config.json``, after checking that the directory is an openPangu release."""
+    if directory.is_file():
+        raise CheckpointError(f"{directory} is a file; model.llm.path names the release's directory "
+                              f"({RELEASE_HINT})")
     if not directory.is_dir():
         raise CheckpointError(f"openPangu directory not found: {directory} ({RELEASE_HINT})")
     path = directory / "config.json"

@@ -65,7 +65,8 @@ def build_hf_causal_lm(config: Any) -> CausalLMBackend:
 
     path = Path(config.path).expanduser()
     if not path.is_dir():
-        raise CheckpointError(f"model directory not found: {path} (hf_causal_lm loads local directories only)")
+        what = "is a file, not a model directory" if path.is_file() else "model directory not found"
+        raise CheckpointError(f"{path}: {what} (hf_causal_lm loads local directories only)")
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path} is not a transformers model directory (no config.json); "
                               "save one with model.save_pretrained() and tokenizer.save_pretrained()")
