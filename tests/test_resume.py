@@ -3,6 +3,7 @@ uninterrupted run; incomplete, truncated or foreign checkpoints are never loaded
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -119,6 +120,49 @@ def test_ctrl_c_saves_the_step_then_resume_is_bit_identical(straight_run, tmp_pa
     straight, resumed = final_weights(straight_run), final_weights(tmp_path / "run")
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
+
+
+def test_resuming_a_finished_run_trains_nothing(straight_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(straight_run, run)
+    before = sorted(p.name for p in (run / "checkpoints").glob("step-*"))
+    result = run_train(_config(run), tmp_path, "--resume", "auto")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "already at step 16 of 16: nothing to train" in result.stdout + result.stderr
+    assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == before
+
+
+def test_an_evaluation_interrupted_at_a_checkpoint_is_done_on_resume(tmp_path):
+    """Ctrl-C can abandon the evaluation of the step it then saves; the resumed run does it first,
+    and the run ends as the uninterrupted one: same weights, same evaluations."""
+    def config(run_dir):
+        c = _config(run_dir, eval_every=4, save_every=4)
+        c["data"]["val"] = [{"type": "synthetic_shapes", "num_samples": 8, "seed": 0}]
+        return c
+
+    straight = tmp_path / "straight"
+    assert run_train(config(straight), tmp_path).returncode == 0
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    for later in ("step-000012", "step-000016"):  # as if stopped at step 8, its evaluation abandoned
+        shutil.rmtree(run / "checkpoints" / later)
+    meta_path = run / "checkpoints" / "step-000008" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta.update(metrics={}, metrics_step=4)
+    meta_path.write_text(json.dumps(meta))
+    (run / "checkpoints" / "best.json").unlink()
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps([m for m in metrics if m["step"] == 4]))
+
+    result = run_train(config(run), tmp_path, "--resume", "auto")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "evaluating step 8 first" in result.stdout + result.stderr
+    assert json.loads((run / "metrics.json").read_text()) == json.loads((straight / "metrics.json").read_text())
+    assert json.loads((run / "checkpoints" / "best.json").read_text()) == json.loads(
+        (straight / "checkpoints" / "best.json").read_text())
+    straight_weights, resumed = final_weights(straight), final_weights(run)
+    for key in straight_weights:
+        assert torch.equal(straight_weights[key], resumed[key]), key
 
 
 def test_a_fresh_run_into_an_existing_run_is_refused(straight_run, tmp_path):

@@ -22,10 +22,12 @@ def test_resumed_logger_drops_records_after_the_checkpoint(tmp_path):
     assert steps == [1, 2, 3, 4, 5, 6, 7]
 
 
-def test_fresh_logger_keeps_what_is_there(tmp_path):
+def test_fresh_logger_drops_what_an_unsaved_earlier_run_left(tmp_path):
     (tmp_path / "log.jsonl").write_text(json.dumps({"step": 3}) + "\n", encoding="utf-8")
-    RunLogger(tmp_path, enabled=True, tensorboard=False, total_steps=5).close()
-    assert (tmp_path / "log.jsonl").read_text().count("\n") == 1
+    logger = RunLogger(tmp_path, enabled=True, tensorboard=False, total_steps=5)
+    logger.step(1, {"loss": 0.5, "lr": 1e-4})
+    logger.close()
+    assert [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()] == [1]
 
 
 def test_stopping_meteor_with_its_lock_held_does_not_hang():

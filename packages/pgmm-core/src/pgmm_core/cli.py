@@ -126,10 +126,12 @@ def cmd_caption(args: argparse.Namespace) -> int:
     from pgmm_core.captioner import Captioner, expand_image_paths
     from pgmm_core.errors import DataError
 
+    from pgmm_core.errors import ConfigError
+
     paths = expand_image_paths(args.images)
     if not paths:
-        raise DataError("no images given (image files, or directories whose own .jpg/.png/... files are "
-                        "captioned; sub-directories are not searched)")
+        raise ConfigError(["no images given (image files, or directories whose own .jpg/.png/... files are "
+                           "captioned; sub-directories are not searched)"])
     captioner = Captioner.from_run(args.run, checkpoint=args.checkpoint, overrides=args.set)
     settings = _generation_overrides(args)
     per_image = settings.get("num_return_sequences", captioner.generation.num_return_sequences)

@@ -68,7 +68,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "val", data_file: str | No
         run.model.to(device)
         out = Path(out_dir) if out_dir else run.run_dir / "eval" / f"{split}-step{run.step:06d}"
         if env.is_main and (out / "metrics.json").is_file():
-            print(f"replacing the earlier evaluation in {out} (--out DIR keeps it)")
+            print(f"replacing the earlier evaluation in {out}" + ("" if out_dir else " (--out DIR keeps it)"))
         merged: dict[str, Any] = {}
         for i, dataset_config in enumerate(datasets_config):
             dataset = config.host.build("dataset", dataset_config, split=split,

@@ -225,8 +225,9 @@ class PluginHost:
             unknown = sorted(names - known - self._warned)
             if unknown and self._infos:
                 self._warned.update(unknown)
-                logger.warning("pgmm: warning: %s names no installed plugin: %s (installed: %s)", variable,
-                               ", ".join(unknown), ", ".join(sorted(i.name for i in self._infos.values())))
+                logger.warning("pgmm: warning: %s names no installed plugin: %s (installed: %s)%s", variable,
+                               ", ".join(unknown), ", ".join(sorted(i.name for i in self._infos.values())),
+                               "; only the plugins it names are loaded" if variable == "PGMM_LOAD_PLUGINS" else "")
         if not self._warn_failures:
             return
         for key, info in self._infos.items():

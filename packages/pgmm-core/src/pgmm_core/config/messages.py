@@ -107,7 +107,7 @@ def _select_by_tag(candidates: list[Any], value: Any) -> list[Any]:
 def _known_list(host: PluginHost, kind: str) -> str:
     specs = list(host.registry(kind))
     if not specs:
-        return "none installed"
+        return "none loaded" if getattr(host, "disabled_distributions", set)() else "none installed"
     return ", ".join(
         f"{spec.name} ({spec.provider.distribution or spec.provider.plugin})" for spec in specs
     )

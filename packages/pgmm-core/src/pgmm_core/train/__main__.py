@@ -67,8 +67,11 @@ def _move_earlier_demo_aside(output_dir: Path) -> None:
 
 
 def _interrupted_message(exc: KeyboardInterrupt, output_dir: Path) -> str:
-    from pgmm_core.train import checkpoint as ckpt
-    from pgmm_core.train.loop import TrainingInterrupted
+    try:
+        from pgmm_core.train import checkpoint as ckpt
+        from pgmm_core.train.loop import TrainingInterrupted
+    except Exception:  # interrupted while torch was still being imported: nothing was trained
+        return "pgmm: interrupted while starting; nothing was trained or saved"
 
     if isinstance(exc, TrainingInterrupted):
         where = f"pgmm: interrupted after step {exc.step}; checkpoint saved in {exc.checkpoint}"

@@ -1,9 +1,9 @@
 """Run logs: ``log.jsonl`` (one object per logged step), TensorBoard scalars and a progress bar.
 
-Only rank 0 writes; other ranks get a logger whose methods do nothing. A resumed run starts its logs
-at the checkpoint's step: records of steps after it (written before the interruption, and about to
-be redone) are dropped from ``log.jsonl`` and purged from the TensorBoard events, so each step is
-logged once.
+Only rank 0 writes; other ranks get a logger whose methods do nothing. A run starts its logs at the
+step it starts from: records of later steps (written before an interruption, and about to be
+redone; or, for a fresh start, left by an earlier run that saved no checkpoint) are dropped from
+``log.jsonl`` and purged from the TensorBoard events, so each step is logged once.
 """
 
 from __future__ import annotations
@@ -26,14 +26,12 @@ class RunLogger:
         if not enabled:
             return
         output_dir.mkdir(parents=True, exist_ok=True)
-        if initial_step:
-            _drop_records_after(output_dir / "log.jsonl", initial_step)
+        _drop_records_after(output_dir / "log.jsonl", initial_step)  # a fresh start (0) keeps none
         self._jsonl = (output_dir / "log.jsonl").open("a", encoding="utf-8")
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(output_dir / "tensorboard"),
-                                         purge_step=initial_step + 1 if initial_step else None)
+            self._writer = SummaryWriter(log_dir=str(output_dir / "tensorboard"), purge_step=initial_step + 1)
         from tqdm.auto import tqdm
 
         self._bar = tqdm(total=total_steps, initial=initial_step, desc="train", unit="step",

@@ -184,6 +184,7 @@ class Trainer:
         if main:
             if position.global_step:
                 self._warn_about_changes_since_checkpoint()
+            self._drop_metrics_after(position.global_step)
             ckpt.atomic_write_text(self.out / "config.json", config_to_json(self.config))
             ckpt.atomic_write_text(self.out / frozen_weights.FILE_NAME, frozen_weights.to_json(self.frozen_prints))
         self.logger = RunLogger(self.out, enabled=main, tensorboard=t.tensorboard,
@@ -201,6 +202,7 @@ class Trainer:
         try:
             self.host.call_event("pgmm_on_train_start", run=self.view)
             with self._graceful_interrupt():
+                self._evaluate_pending(position)
                 losses = self._epochs(position)
             if self.metrics_step != self.view.step and self.val_sets:
                 self._evaluate(self.view.step, self.view.epoch)
@@ -254,6 +256,27 @@ class Trainer:
             self._message("interrupt: evaluation abandoned")
         self._stop_if_interrupted(position)
 
+    def _evaluate_pending(self, position: Position) -> None:
+        """A resumed run first does the evaluation that was due at its checkpoint but did not finish
+        (abandoned by Ctrl-C), so ``metrics.json`` and the best checkpoint miss no step. The RNG
+        state is put back afterwards: the training that follows is the uninterrupted run's."""
+        step, t = position.global_step, self.config.train
+        if not step or not self.val_sets or self.metrics_step == step or step >= self.total_steps:
+            return  # (the final evaluation is done after the loop in any case)
+        at_epoch_end = position.micro == 0
+        if not ((t.eval_every and step % t.eval_every == 0) or (t.eval_every is None and at_epoch_end)):
+            return
+        self._message(f"evaluating step {step} first: its evaluation did not finish")
+        state = rng.capture(self.backend)
+        try:
+            self._evaluate(step, position.epoch - 1 if at_epoch_end else position.epoch)
+        except Exception:
+            if not self._interrupt_requested:
+                raise
+            raise TrainingInterrupted(step, self.ckpt_root / f"step-{step:06d}") from None
+        rng.restore(state, self.backend)
+        self._record_best(step)
+
     def _stop_if_interrupted(self, position: Position) -> None:
         if not self._interrupt_requested:
             return
@@ -267,7 +290,8 @@ class Trainer:
         saved_path = self.out / "config.json"
         if saved_path.is_file():
             before = json.loads(saved_path.read_text(encoding="utf-8"))
-            changed = changed_paths(before, json.loads(config_to_json(self.config)))
+            changed = [p for p in changed_paths(before, json.loads(config_to_json(self.config)))
+                       if p != "train.output_dir"]  # a run directory copied or moved elsewhere
             if changed:
                 shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
                 self._message(f"warning: resuming with a config that differs from the run's in {shown}; "
@@ -292,6 +316,10 @@ class Trainer:
         losses: list[float] = []
         window_loss, window_steps, window_samples = 0.0, 0, 0
         window_start = time.perf_counter()
+        if start.global_step >= self.total_steps:
+            self._last_position = start
+            self._message(f"the run is already at step {start.global_step} of {self.total_steps}: nothing to train")
+            return losses
         self.ddp.train()
         for epoch in range(start.epoch, t.epochs):
             first_micro = start.micro if epoch == start.epoch else 0
@@ -444,9 +472,7 @@ class Trainer:
         if not self.env.is_main:
             return
         metrics = self.last_metrics if self.metrics_step == position.global_step else {}
-        value = evaluate_metric_expression(t.best_metric, metrics) if metrics else None
-        if value is not None and (self.best is None or value > self.best["value"]):
-            self.best = {"step": position.global_step, "metric": t.best_metric, "value": value}
+        self._update_best(position.global_step)
         state = {
             "optimizer": self.backend.to_serializable(self.optimizer.state_dict()),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
@@ -464,6 +490,29 @@ class Trainer:
             ckpt.atomic_write_text(self.ckpt_root / "best.json", json.dumps(self.best, indent=2) + "\n")
         ckpt.prune(self.ckpt_root, t.keep_last, protect)
         self.host.call_event("pgmm_on_checkpoint_saved", run=self.view, step=position.global_step, path=str(path))
+
+    def _update_best(self, step: int) -> bool:
+        """Take the metrics of ``step`` (if they are the latest) into account for the best checkpoint."""
+        metrics = self.last_metrics if self.metrics_step == step else {}
+        value = evaluate_metric_expression(self.config.train.best_metric, metrics) if metrics else None
+        if value is not None and (self.best is None or value > self.best["value"]):
+            self.best = {"step": step, "metric": self.config.train.best_metric, "value": value}
+            return True
+        return False
+
+    def _record_best(self, step: int) -> None:
+        if self._update_best(step) and self.env.is_main:
+            ckpt.atomic_write_text(self.ckpt_root / "best.json", json.dumps(self.best, indent=2) + "\n")
+
+    def _drop_metrics_after(self, step: int) -> None:
+        """Evaluations after the step the run starts from belong to work that is about to be redone."""
+        path = self.out / "metrics.json"
+        if not path.is_file():
+            return
+        history = json.loads(path.read_text(encoding="utf-8"))
+        kept = [h for h in history if h.get("step", 0) <= step]
+        if len(kept) != len(history):
+            ckpt.atomic_write_text(path, json.dumps(kept, indent=2) + "\n")
 
     def _message(self, text: str) -> None:
         if self.env.is_main:
