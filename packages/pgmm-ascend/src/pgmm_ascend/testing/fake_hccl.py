@@ -30,8 +30,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch._C._distributed_c10d import (
+    AllgatherOptions,
     AllreduceCoalescedOptions,
     AllreduceOptions,
+    BroadcastOptions,
     ReduceOptions,
     ReduceScatterOptions,
     _create_work_from_future,
@@ -145,6 +147,18 @@ class StrictHcclProcessGroup(dist.ProcessGroup):
         return _done(outputs)
 
     reduce_scatter_single_coalesced = reduce_scatter_tensor_coalesced
+
+    # --- data movement: gloo's, but issued and waited for here like the reductions ---------------------
+    # Left to the gloo backend registered underneath, an all_gather issued right after the
+    # reductions above now and then never started on one rank (both ranks waiting in it forever).
+
+    def allgather(self, outputs: list[list[torch.Tensor]], inputs: list[torch.Tensor], opts: Any = None) -> Any:
+        self._gloo.allgather(outputs, inputs, opts if opts is not None else AllgatherOptions()).wait()
+        return _done(outputs)
+
+    def broadcast(self, tensors: list[torch.Tensor], opts: Any = None) -> Any:
+        self._gloo.broadcast(tensors, opts if opts is not None else BroadcastOptions()).wait()
+        return _done(tensors)
 
 
 def _create(store: Any, rank: int, size: int, timeout: timedelta) -> StrictHcclProcessGroup:
