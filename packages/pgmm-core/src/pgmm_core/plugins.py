@@ -118,12 +118,10 @@ class PluginHost:
         self._commands: Any = None
         self._config_model: Any = None
         self._trace = env.get("PGMM_TRACE_PLUGINS", "") not in ("", "0", "false", "no")
-        self._warn_failures = warn_failures
-        self._warned: set[str] = set()
-        self._notes: list[str] = []
         self._disabled = _split_names(env.get("PGMM_DISABLE_PLUGINS"))
         allowed = env.get("PGMM_LOAD_PLUGINS")
         self._allowed = None if allowed is None else _split_names(allowed)
+        self._warnings = PluginWarnings(self._infos, self._disabled, self._allowed, warn_failures)
         if self._trace:
             _send_trace_to_stderr()
             tracer = HookTrace(self._infos)
@@ -235,7 +233,7 @@ class PluginHost:
         """Component registries by kind, collected on first use."""
         if self._registries is None:
             self._registries = self._collect()
-            self._warn_about_failures()
+            self._warnings.emit()
         return self._registries
 
     def clashes(self) -> list[NameClash]:
@@ -250,31 +248,6 @@ class PluginHost:
         """Plugins that could not be loaded or registered, each with its error."""
         self.registries()
         return [info for info in self._infos.values() if info.status == "failed"]
-
-    def _warn_about_failures(self) -> None:
-        known = {_normalise(n) for info in self._infos.values() for n in (info.name, info.distribution or "")}
-        for variable, names in (("PGMM_DISABLE_PLUGINS", self._disabled), ("PGMM_LOAD_PLUGINS", self._allowed or set())):
-            unknown = sorted(names - known - self._warned)
-            if unknown and self._infos:
-                self._warned.update(unknown)
-                logger.warning("pgmm: warning: %s names no installed plugin: %s (installed: %s)%s", variable,
-                               ", ".join(unknown), ", ".join(sorted(i.name for i in self._infos.values())),
-                               "; only the plugins it names are loaded" if variable == "PGMM_LOAD_PLUGINS" else "")
-        if not self._warn_failures:
-            return
-        for key, info in self._infos.items():
-            if info.status != "failed" or key in self._warned:
-                continue
-            self._warned.add(key)
-            logger.warning(
-                "pgmm: warning: plugin '%s' from %s failed and is skipped: %s "
-                "(`python -m pgmm_core plugins` lists every plugin; PGMM_DISABLE_PLUGINS=%s silences this)",
-                info.name, _describe_distribution(info), info.error, info.name,
-            )
-        for note in self._notes:
-            if note not in self._warned:
-                self._warned.add(note)
-                logger.warning("pgmm: warning: %s", note)
 
     def registry(self, kind: str) -> Registry:
         try:
@@ -309,8 +282,8 @@ class PluginHost:
                     continue
                 contributions.append(registrar)
             self._commands, notes = merge_commands(contributions)
-            self._notes.extend(notes)
-            self._warn_about_failures()
+            self._warnings.note(notes)
+            self._warnings.emit()
         return self._commands
 
     # --- hook calling ------------------------------------------------------------------------------
@@ -379,24 +352,71 @@ class PluginHost:
                 continue
             for scratch in scratches:
                 contributions[scratch.kind].append(scratch)
-        merged: dict[str, Registry] = {}
-        for kind, scratches in contributions.items():
-            merged[kind], notes = merge_registries(kind, scratches)
-            self._notes.extend(note for note in notes if note not in self._notes)
-            for spec in merged[kind]:
-                self._info_of(spec.provider).components.append(f"{kind}:{spec.name}")
-            for clash in merged[kind].clashes.values():
-                for provider in clash.providers:
-                    entry = f"{kind}:{clash.name}"
-                    if entry not in self._info_of(provider).clashes:
-                        self._info_of(provider).clashes.append(entry)
-        return merged
-
-    def _info_of(self, provider: Provider) -> PluginInfo:
-        return self._infos.get(provider.plugin) or PluginInfo(provider.plugin, None, None, "loaded")
+        merged = {kind: merge_registries(kind, scratches) for kind, scratches in contributions.items()}
+        for registry, notes in merged.values():
+            self._warnings.note(notes)
+            _record_contributions(registry, self._infos)
+        return {kind: registry for kind, (registry, _) in merged.items()}
 
     def close_matches(self, kind: str, name: str) -> list[str]:
         return difflib.get_close_matches(name, self.registry(kind).all_names(), n=3, cutoff=0.6)
+
+
+class PluginWarnings:
+    """The warnings a host logs, each once: failed plugins, name clashes, env lists naming nothing."""
+
+    def __init__(self, infos: Mapping[str, PluginInfo], disabled: set[str], allowed: set[str] | None,
+                 warn_failures: bool) -> None:
+        self._infos = infos
+        self._disabled = disabled
+        self._allowed = allowed
+        self._warn_failures = warn_failures
+        self._warned: set[str] = set()
+        self._notes: list[str] = []
+
+    def note(self, messages: Iterable[str]) -> None:
+        """Problems found while collecting (name clashes, contested defaults), logged by :meth:`emit`."""
+        self._notes.extend(m for m in messages if m not in self._notes)
+
+    def emit(self) -> None:
+        known = {_normalise(n) for info in self._infos.values() for n in (info.name, info.distribution or "")}
+        lists = (("PGMM_DISABLE_PLUGINS", self._disabled), ("PGMM_LOAD_PLUGINS", self._allowed or set()))
+        for variable, names in lists:
+            unknown = sorted(names - known - self._warned)
+            if unknown and self._infos:
+                self._warned.update(unknown)
+                logger.warning("pgmm: warning: %s names no installed plugin: %s (installed: %s)%s", variable,
+                               ", ".join(unknown), ", ".join(sorted(i.name for i in self._infos.values())),
+                               "; only the plugins it names are loaded" if variable == "PGMM_LOAD_PLUGINS" else "")
+        if not self._warn_failures:  # `plugins` lists failures and clashes itself
+            return
+        for key, info in self._infos.items():
+            if info.status != "failed" or key in self._warned:
+                continue
+            self._warned.add(key)
+            logger.warning(
+                "pgmm: warning: plugin '%s' from %s failed and is skipped: %s "
+                "(`python -m pgmm_core plugins` lists every plugin; PGMM_DISABLE_PLUGINS=%s silences this)",
+                info.name, _describe_distribution(info), info.error, info.name,
+            )
+        for note in self._notes:
+            if note not in self._warned:
+                self._warned.add(note)
+                logger.warning("pgmm: warning: %s", note)
+
+
+def _record_contributions(registry: Registry, infos: Mapping[str, PluginInfo]) -> None:
+    """Fill each plugin's ``components`` and ``clashes`` (``kind:name``) from a merged registry."""
+    def info_of(provider: Provider) -> PluginInfo:
+        return infos.get(provider.plugin) or PluginInfo(provider.plugin, None, None, "loaded")
+
+    for spec in registry:
+        info_of(spec.provider).components.append(f"{registry.kind}:{spec.name}")
+    for clash in registry.clashes.values():
+        for provider in clash.providers:
+            entry = f"{registry.kind}:{clash.name}"
+            if entry not in info_of(provider).clashes:
+                info_of(provider).clashes.append(entry)
 
 
 class HookTrace:

@@ -14,8 +14,9 @@ What it adds:
 * a report header listing the installed pgmm plugins, with the error of any that failed to load —
   the first thing to read when a contract says a component is not registered;
 * fixtures: ``pgmm_host`` (a fresh :class:`~pgmm_core.plugins.PluginHost` over the installed entry
-  points; of the caller's ``PGMM_*`` filters only ``PGMM_DISABLE_PLUGINS`` is honoured) and ``pgmm_tiny_config`` (the fast
-  complete config of :func:`pgmm_core.testing.tiny_config`, with its run directory in ``tmp_path``).
+  points; of the caller's ``PGMM_*`` filters only ``PGMM_DISABLE_PLUGINS`` is honoured) and
+  ``pgmm_tiny_config`` (the fast complete config of :func:`pgmm_core.testing.tiny_config`, with its
+  run directory in ``tmp_path``).
 
 The contract classes themselves (:mod:`pgmm_core.testing.contracts`) need nothing from here; they are
 re-exported for convenience.
