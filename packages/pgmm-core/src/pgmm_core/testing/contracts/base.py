@@ -303,6 +303,16 @@ class ComponentContract:
             f"{report['heavy']}; import heavy libraries inside factories, and register factories as "
             "'module:attr' strings")
 
+    def test_factory_takes_the_kinds_context(self, spec: Any) -> None:
+        """The factory requires no keyword pgmm never passes to this kind (the kinds table's context)."""
+        from pgmm_core.kinds import kind
+        from pgmm_core.registry import unknown_required_context
+
+        unknown = unknown_required_context(spec.resolve_factory(), self.kind)
+        offered = ", ".join(kind(self.kind).context) or "nothing besides the config"
+        assert not unknown, (f"the factory of '{self.component}' requires {', '.join(unknown)}; pgmm passes a "
+                             f"{self.kind} factory {offered} (give the others defaults)")
+
     # --- the config model ------------------------------------------------------------------------
 
     def test_config_model_declares_its_type(self, spec: Any) -> None:
