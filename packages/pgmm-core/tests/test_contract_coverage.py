@@ -1,4 +1,4 @@
-"""Every first-party component is tested through its contract, and listed in the catalog.
+"""Every first-party component is tested through its contract, and listed in the first-party index.
 
 The contract test classes live in ``packages/<distribution>/tests/test_contract_*.py``; this module
 imports those files and compares the components they cover with what the installed first-party
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pgmm_core.catalog import providing_package
+from pgmm_core.catalog import first_party_index, providing_package
 from pgmm_core.plugins import PluginHost
 from pgmm_core.testing.contracts import CONTRACTS, ComponentContract
 
@@ -59,4 +59,17 @@ def test_contract_tests_live_in_the_providing_package():
 def test_catalog_names_the_package_of_every_first_party_component(first_party):
     wrong = sorted(f"{kind}:{name} is provided by {dist}, catalog says {providing_package(kind, name)}"
                    for (kind, name), dist in first_party.items() if providing_package(kind, name) != dist)
-    assert not wrong, "update pgmm_core/catalog.py: " + "; ".join(wrong)
+    assert not wrong, "update pgmm_core/first_party.json: " + "; ".join(wrong)
+
+
+def test_first_party_index_is_exactly_what_the_first_party_plugins_register():
+    """Names and aliases, both ways: the install hint can neither miss a component nor name a gone one."""
+    host = PluginHost(environ={})
+    registered: dict[str, dict[str, set[str]]] = {}
+    for kind, registry in host.registries().items():
+        for spec in registry:
+            if spec.provider.distribution in FIRST_PARTY:
+                registered.setdefault(spec.provider.distribution, {}).setdefault(kind, set()).update(spec.names)
+    index = {dist: {kind: set(names) for kind, names in kinds.items()} for dist, kinds in first_party_index().items()}
+    assert set(index) == set(FIRST_PARTY)
+    assert index == registered, "update pgmm_core/first_party.json to what the first-party plugins register"

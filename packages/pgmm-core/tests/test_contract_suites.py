@@ -87,9 +87,10 @@ def test_fixtures(pgmm_host, pgmm_tiny_config, pgmm_cache_dir):
 '''
 
 
-def run_pytest(tmp_path, site, *args):
+def run_pytest(tmp_path, site, *args, **extra_env):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PGMM_")}
     env["PYTHONPATH"] = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
+    env.update(extra_env)
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "--rootdir",
                            str(tmp_path), *args], capture_output=True, text=True, env=env, cwd=tmp_path,
                           timeout=300)
@@ -126,3 +127,70 @@ def test_pytest_plugin_is_opt_in(tmp_path):
     assert "pgmm plugins: core (pgmm-core 0.1.0) loaded" in enabled.stdout
     pytest11 = [ep for ep in importlib.metadata.entry_points(group="pytest11") if ep.value.startswith("pgmm")]
     assert pytest11 == []
+
+
+GOOD_PLUGIN = '''
+from typing import Literal
+from pgmm_core.config.sections import ComponentConfig
+from pgmm_core.hookspecs import hookimpl
+
+class GoodLoggerConfig(ComponentConfig):
+    type: Literal["good_logger"] = "good_logger"
+
+@hookimpl
+def pgmm_register_callbacks(registrar):
+    registrar.add("good_logger", "pgmm_good_impl:GoodLogger", GoodLoggerConfig, description="logs losses")
+'''
+
+GOOD_IMPL = '''
+from pgmm_core.hookspecs import hookimpl
+
+class GoodLogger:
+    def __init__(self, config):
+        self.losses = []
+
+    @hookimpl
+    def pgmm_on_step_end(self, step, metrics):
+        self.losses.append(metrics.get("loss"))
+'''
+
+CLASHING_PLUGIN = '''
+from typing import Literal
+from pgmm_core.config.sections import ComponentConfig
+from pgmm_core.hookspecs import hookimpl
+
+class ShadowConfig(ComponentConfig):
+    type: Literal["mlp2x_gelu"] = "mlp2x_gelu"
+
+@hookimpl
+def pgmm_register_projectors(registrar):
+    registrar.add("mlp2x_gelu", "pgmm_shadow_impl:build", ShadowConfig, description="takes a first-party name")
+'''
+
+GOOD_TESTS = '''
+from pgmm_core.testing.contracts import CallbackContract
+
+class TestGoodLogger(CallbackContract):
+    component = "good_logger"
+    distribution = "pgmm-good"
+'''
+
+
+def test_each_plugins_contracts_run_in_isolation_and_honour_disable(tmp_path):
+    """Another installed plugin that clashes with a first-party name (the tiny test model's
+    projector) does not fail pgmm-good's contracts; PGMM_DISABLE_PLUGINS skips them, saying why."""
+    site = tmp_path / "site"
+    install_fake_distribution(site, "pgmm-good", "0.1.0", {"pgmm_good": GOOD_PLUGIN, "pgmm_good_impl": GOOD_IMPL},
+                              {"good": "pgmm_good"})
+    install_fake_distribution(site, "pgmm-shadow", "0.1.0", {"pgmm_shadow": CLASHING_PLUGIN}, {"shadow": "pgmm_shadow"})
+    (tmp_path / "test_good.py").write_text(GOOD_TESTS)
+    result = run_pytest(tmp_path, site, "test_good.py")
+    assert result.returncode == 0, result.stdout[-6000:]
+    for passing in ("test_registered_by_its_distribution", "test_config_validates_in_its_slot",
+                    "test_takes_every_event_it_implements"):
+        assert f"PASSED test_good.py::TestGoodLogger::{passing}" in result.stdout
+
+    disabled = run_pytest(tmp_path, site, "test_good.py", PGMM_DISABLE_PLUGINS="pgmm-good")
+    assert disabled.returncode == 0, disabled.stdout[-6000:]
+    assert "PASSED" not in disabled.stdout
+    assert "SKIPPED" in disabled.stdout and "pgmm-good is disabled by PGMM_DISABLE_PLUGINS" in disabled.stdout

@@ -173,3 +173,73 @@ def test_failures_are_listed_and_warned_once(caplog):
     with caplog.at_level(logging.WARNING, logger="pgmm_core.plugins"):
         quiet.registries()
     assert caplog.text == ""
+
+
+CLASHING = '''
+from typing import Literal
+from pgmm_core.config.sections import ComponentConfig
+from pgmm_core.hookspecs import hookimpl
+
+class ClashConfig(ComponentConfig):
+    type: Literal["toy_projector"] = "toy_projector"
+
+class RulerConfig(ComponentConfig):
+    type: Literal["ruler"] = "ruler"
+
+@hookimpl
+def pgmm_register_projectors(registrar):
+    registrar.add("toy_projector", "pgmm_clash_impl:build", ClashConfig, description="same name as pgmm-toy's")
+
+@hookimpl
+def pgmm_register_callbacks(registrar):
+    registrar.add("ruler", "pgmm_clash_impl:Ruler", RulerConfig, description="a callback nobody else names")
+'''
+
+
+def test_a_name_clash_is_listed_and_every_other_command_keeps_working(site, tmp_path):
+    install_fake_distribution(site, "pgmm-clash", "0.2.0", {"pgmm_clash": CLASHING}, {"clash": "pgmm_clash"})
+    listing = run(site, "plugins")
+    assert listing.returncode == 0, listing.stderr
+    out = listing.stdout
+    assert "toy: pgmm-toy 1.2.3 [loaded]" in out and "clash: pgmm-clash 0.2.0 [loaded]" in out
+    assert "    projector:toy_projector  [name clash: disabled]" in out
+    assert "    callback:ruler  a callback nobody else names" in out  # the clashing plugin's other component
+    assert ("projector:toy_projector: projector name 'toy_projector' is registered by pgmm-clash (plugin 'clash') "
+            "and pgmm-toy (plugin 'toy'); neither is used") in out  # entry points in name order
+    assert "warning" not in listing.stderr  # the listing already says it
+
+    plugins = {p["name"]: p for p in json.loads(run(site, "plugins", "--json").stdout)}
+    assert plugins["toy"]["clashes"] == plugins["clash"]["clashes"] == ["projector:toy_projector"]
+    assert plugins["clash"]["components"] == ["callback:ruler"]
+    assert plugins["clash"]["descriptions"] == {"callback:ruler": "a callback nobody else names"}
+
+    config = write_config(tmp_path / "ok.json", tiny_config(tmp_path / "run"))
+    result = run(site, "validate", str(config))
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line and "toy_projector" in line]
+    assert len(warnings) == 1 and "pgmm-toy" in warnings[0] and "pgmm-clash" in warnings[0]
+
+    data = tiny_config(tmp_path / "run")
+    data["model"]["projector"] = {"type": "toy_projector"}
+    asks = run(site, "validate", str(write_config(tmp_path / "clash.json", data)))
+    assert asks.returncode == 2
+    assert "model.projector.type: projector name 'toy_projector' is registered by pgmm-clash" in asks.stderr
+
+
+class OtherHello:
+    @hookimpl
+    def pgmm_register_commands(self, registrar):
+        registrar.add("hello", help="also says hello", configure=lambda p: None, run=lambda ns: 1)
+        registrar.add("bye", help="says bye", configure=lambda p: None, run=lambda ns: 0)
+
+
+def test_a_command_name_clash_drops_only_that_command(caplog):
+    host = PluginHost(load_entry_points=False, environ={})
+    host.register(GoodCommands(), name="good", distribution="pgmm-good")
+    host.register(OtherHello(), name="other", distribution="pgmm-other")
+    with caplog.at_level(logging.WARNING, logger="pgmm_core.plugins"):
+        commands = host.commands().commands
+    assert set(commands) == {"bye"}
+    assert all(p.status == "loaded" for p in host.plugins)
+    [warning] = [r.getMessage() for r in caplog.records if "'hello'" in r.getMessage()]
+    assert "pgmm-good (plugin 'good')" in warning and "pgmm-other (plugin 'other')" in warning

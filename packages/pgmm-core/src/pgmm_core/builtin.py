@@ -1,5 +1,7 @@
 """pgmm-core's own plugin: the cpu, cuda and auto device backends and the built-in callbacks.
 
+``auto`` is the device kind's default (``default=True``): a config without a ``device`` section uses it.
+
 Registered through the ``pgmm`` entry point like every third-party plugin. Import-cheap: config
 models are plain pydantic, factories are dotted paths imported when a component is built.
 """
@@ -17,7 +19,7 @@ def pgmm_register_device_backends(registrar):
                   description="CPU with gloo for distributed runs")
     registrar.add("cuda", "pgmm_core.devices.cuda:build_cuda", CudaConfig,
                   description="NVIDIA GPUs with NCCL", probe="pgmm_core.devices.probes:cuda_probe")
-    registrar.add("auto", "pgmm_core.devices.select:build_auto", AutoDeviceConfig,
+    registrar.add("auto", "pgmm_core.devices.select:build_auto", AutoDeviceConfig, default=True,
                   description="PGMM_DEVICE if set, else the first available of npu, cuda, cpu")
 
 

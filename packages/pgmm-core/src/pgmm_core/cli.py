@@ -55,14 +55,17 @@ def _host(*, warn_failures: bool = True) -> Any:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    host = _host(warn_failures=False)  # failed plugins are listed below, with their errors
+    host = _host(warn_failures=False)  # failed plugins and name clashes are listed below
     plugins = host.plugins
     availability = _availability(host)
+    descriptions = {f"{kind}:{spec.name}": spec.description
+                    for kind, registry in host.registries().items() for spec in registry}
     if args.json:
         out = []
         for info in plugins:
             entry = info.to_json()
             entry["unavailable"] = {c: availability[c] for c in info.components if availability.get(c)}
+            entry["descriptions"] = {c: descriptions.get(c, "") for c in info.components}
             out.append(entry)
         print(json.dumps(out, indent=2))
         return 0
@@ -73,8 +76,32 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             print(f"    error: {info.error}")
         for component in info.components:
             reason = availability.get(component)
-            print(f"    {component}" + (f"  (unavailable here: {reason})" if reason else ""))
+            described = f"  {descriptions[component]}" if descriptions.get(component) else ""
+            print(f"    {component}{described}" + (f"  (unavailable here: {reason})" if reason else ""))
+        for component in info.clashes:
+            print(f"    {component}  [name clash: disabled]")
+    _print_kinds(host)
     return 0
+
+
+def _print_kinds(host: Any) -> None:
+    """Every component kind (from the kinds table) with where it goes and what is installed."""
+    from pgmm_core.kinds import KINDS
+
+    registries = host.registries()
+    print("kinds:")
+    for kind in KINDS:
+        registry = registries[kind.name]
+        slots = ", ".join(slot.path for slot in kind.slots)
+        default = f"; default {registry.default}" if registry.default else ""
+        names = ", ".join(registry.names()) or "none installed"
+        print(f"    {kind.name} ({kind.label}): {kind.description}")
+        print(f"        in {slots}{default}; installed: {names}")
+    clashes = host.clashes()
+    if clashes:
+        print("name clashes:")
+        for clash in clashes:
+            print(f"    {clash.kind}:{clash.name}: {clash.message()}")
 
 
 def _availability(host: Any) -> dict[str, str | None]:

@@ -38,11 +38,11 @@ class Command:
 
 
 class CommandRegistrar:
-    """Collects subcommands from plugins; names must be unique."""
+    """Collects the subcommands of one plugin; names must be unique within it."""
 
-    def __init__(self) -> None:
+    def __init__(self, provider: Provider | None = None) -> None:
         self.commands: dict[str, Command] = {}
-        self.provider: Provider | None = None
+        self.provider = provider
 
     def add(
         self,
@@ -58,3 +58,22 @@ class CommandRegistrar:
                 f"{self.provider}"
             )
         self.commands[name] = Command(name, help, configure, run, self.provider)
+
+
+def merge_commands(contributions: list[CommandRegistrar]) -> tuple[CommandRegistrar, list[str]]:
+    """All plugins' commands in one registrar. A name two plugins add is left out for both (one
+    note naming both); their other commands, and everyone else's, stay."""
+    claims: dict[str, list[Command]] = {}
+    for registrar in contributions:
+        for command in registrar.commands.values():
+            claims.setdefault(command.name, []).append(command)
+    merged = CommandRegistrar()
+    notes = []
+    for name, commands in claims.items():
+        if len(commands) == 1:
+            merged.commands[name] = commands[0]
+        else:
+            owners = " and ".join(str(c.provider) for c in commands)
+            notes.append(f"command '{name}' is registered by {owners}; neither is used. Uninstall or "
+                         "disable one of them (PGMM_DISABLE_PLUGINS).")
+    return merged, notes

@@ -14,8 +14,16 @@ Two families of hooks exist:
   ``train.callbacks`` are registered as plugins for the duration of a run, so they receive exactly
   these calls; an installed plugin may implement them too (a logger that always runs, say).
 
-Hook names and argument names are part of the public API: see ``docs/plugins.md`` for the
-versioning promise.
+Every hook is called through pluggy's hook caller, so pluggy's order holds: for one hook, the
+implementations marked ``wrapper=True`` (or the older ``hookwrapper=True``) run around all the
+others; then ``tryfirst`` implementations, then the plain ones, then ``trylast`` ones; within each of
+those groups the plugin registered **last** is called **first**. Registration hooks are called one
+plugin at a time (pgmm-core, then the other entry points by name, then in-process plugins in
+registration order), so a failing plugin is isolated and every component names its provider.
+
+Each hook that registers a component kind is named by that kind's row in :mod:`pgmm_core.kinds`; a
+test checks that the rows and the specs below agree. Hook names and argument names are part of the
+public API: see ``docs/plugins.md`` for the versioning promise.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import pluggy
+
+from pgmm_core import kinds
 
 if TYPE_CHECKING:
     from pgmm_core.commands import CommandRegistrar
@@ -106,13 +116,6 @@ def pgmm_on_train_end(run: RunView, summary: dict[str, Any]) -> None:
     """Called on every rank when training finishes (also after an early stop)."""
 
 
-REGISTRATION_HOOKS: dict[str, str] = {
-    "vision": "pgmm_register_vision_encoders",
-    "connector": "pgmm_register_connectors",
-    "projector": "pgmm_register_projectors",
-    "llm": "pgmm_register_llm_backends",
-    "dataset": "pgmm_register_datasets",
-    "device": "pgmm_register_device_backends",
-    "callback": "pgmm_register_callbacks",
-}
-"""Component kind -> the hook that registers it. The kind is what ``plugins`` prints (``kind:name``)."""
+REGISTRATION_HOOKS: dict[str, str] = kinds.registration_hooks()
+"""Component kind -> the hook that registers it (from :data:`pgmm_core.kinds.KINDS`). The kind is what
+``plugins`` prints (``kind:name``)."""

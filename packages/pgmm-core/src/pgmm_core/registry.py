@@ -2,12 +2,13 @@
 
 A registry holds the components of one kind (vision encoders, datasets, ...). Plugins never touch it
 directly: a registration hook receives a :class:`Registrar` that knows which plugin is speaking, so
-that every component records its provider and a duplicate name can name both providers.
+that every component records its provider and a name claimed by two plugins can name both.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 import typing
 from dataclasses import dataclass, field
@@ -16,16 +17,10 @@ from typing import Any, Callable, Literal
 from pydantic import BaseModel
 
 from pgmm_core.errors import PgmmError, PluginError
+from pgmm_core.kinds import BY_NAME, KINDS
 
-KIND_LABELS: dict[str, str] = {
-    "vision": "vision encoder",
-    "connector": "connector",
-    "projector": "projector",
-    "llm": "LLM backend",
-    "dataset": "dataset",
-    "device": "device backend",
-    "callback": "callback",
-}
+KIND_LABELS: dict[str, str] = {kind.name: kind.label for kind in KINDS}
+"""Kind -> the words messages use for it (from :data:`pgmm_core.kinds.KINDS`)."""
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -56,6 +51,8 @@ class ComponentSpec:
     description: str = ""
     aliases: tuple[str, ...] = ()
     probe: Callable[[], str | None] | str | None = None
+    default: bool = False
+    """The provider offers it as its kind's default (used when the config leaves the slot out)."""
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -95,7 +92,7 @@ class ComponentSpec:
         """
         factory = self.resolve_factory()
         try:
-            return factory(config, **context)
+            return factory(config, **accepted_context(factory, context))
         except PgmmError:
             raise
         except Exception as exc:
@@ -103,6 +100,49 @@ class ComponentSpec:
                 exc.add_note(f"raised while building {KIND_LABELS[self.kind]} '{self.name}' provided by "
                              f"{self.provider}")
             raise
+
+
+def accepted_context(factory: Callable[..., Any], context: dict[str, Any]) -> dict[str, Any]:
+    """The context arguments ``factory`` accepts: all with ``**kwargs``, else those it names.
+
+    A kind's context grows over time (datasets gained ``image_spec`` next to ``image_size``); a
+    factory written before that must keep working, so it receives only what it asks for.
+    """
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: no signature to read
+        return dict(context)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return dict(context)
+    named = {p.name for p in parameters
+             if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)}
+    return {key: value for key, value in context.items() if key in named}
+
+
+def unknown_required_context(factory: Callable[..., Any], kind: str) -> list[str]:
+    """Required keyword arguments of ``factory`` that pgmm never passes to a ``kind`` factory."""
+    try:
+        parameters = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        return []
+    offered = set(BY_NAME[kind].context) if kind in BY_NAME else set()
+    return [p.name for p in parameters[1:]
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty
+            and p.name not in offered]
+
+
+@dataclass(frozen=True)
+class NameClash:
+    """A component name (or alias) of one kind claimed by more than one plugin: nobody gets it."""
+
+    kind: str
+    name: str
+    providers: tuple[Provider, ...]
+
+    def message(self) -> str:
+        owners = " and ".join(str(p) for p in self.providers)
+        return (f"{KIND_LABELS.get(self.kind, self.kind)} name '{self.name}' is registered by {owners}; "
+                "neither is used. Uninstall or disable one of them (PGMM_DISABLE_PLUGINS).")
 
 
 def literal_values(config_model: type[BaseModel]) -> tuple[str, ...]:
@@ -122,6 +162,10 @@ class Registry:
     kind: str
     _specs: dict[str, ComponentSpec] = field(default_factory=dict)
     _by_alias: dict[str, str] = field(default_factory=dict)
+    default: str | None = None
+    """The component used when a config leaves this kind's slot out (declared by its provider)."""
+    clashes: dict[str, NameClash] = field(default_factory=dict)
+    """Names left out because several plugins claim them."""
 
     @property
     def label(self) -> str:
@@ -143,6 +187,8 @@ class Registry:
     def get(self, name: str) -> ComponentSpec:
         canonical = self._by_alias.get(name)
         if canonical is None:
+            if name in self.clashes:
+                raise PluginError(self.clashes[name].message())
             known = ", ".join(sorted(self._specs)) or "none installed"
             raise PluginError(f"unknown {self.label} '{name}' (known: {known})")
         return self._specs[canonical]
@@ -185,6 +231,7 @@ class Registrar:
         description: str = "",
         aliases: tuple[str, ...] | list[str] = (),
         probe: Callable[[], str | None] | str | None = None,
+        default: bool = False,
     ) -> None:
         """Register a component.
 
@@ -193,7 +240,10 @@ class Registrar:
         and may be a ``"module:attr"`` string so that registering never imports heavy modules.
         ``probe`` (optional, also callable or dotted path) answers ``None`` when the component can
         run on this machine or a one-sentence reason when not, without importing torch; ``plugins``
-        shows it (device backends use it).
+        shows it (device backends use it). ``default=True`` offers the component as its kind's
+        default, used when a config leaves the kind's slot out (pgmm-vision's ``mlp2x_gelu``
+        projector, pgmm-core's ``auto`` device); if two plugins both claim it, neither is the
+        default and a warning names both.
         """
         label = KIND_LABELS[self.kind]
         if not _NAME_RE.match(name):
@@ -220,6 +270,15 @@ class Registrar:
             raise PluginError(
                 f"{label} '{name}' from {self._provider}: factory must be callable or 'module:attr'"
             )
+        if callable(factory):
+            unknown = unknown_required_context(factory, self.kind)
+            if unknown:
+                offered = ", ".join(BY_NAME[self.kind].context) if self.kind in BY_NAME else ""
+                raise PluginError(
+                    f"{label} '{name}' from {self._provider}: its factory requires "
+                    f"{', '.join(unknown)}, which pgmm never passes to a {label} factory "
+                    f"(it passes: {offered or 'only the config'})"
+                )
         spec = ComponentSpec(
             kind=self.kind,
             name=name,
@@ -229,6 +288,41 @@ class Registrar:
             description=description,
             aliases=tuple(aliases),
             probe=probe,
+            default=default,
         )
         self._registry.add(spec)
         self.added.append(spec)
+
+
+def merge_registries(kind: str, contributions: list[Registry]) -> tuple[Registry, list[str]]:
+    """One registry from the scratch registries of each plugin, and the warnings it needs.
+
+    A name or alias claimed by more than one plugin is a clash: every component claiming it is left
+    out (a discriminated union cannot offer one ``type`` twice), and the clash is recorded so that a
+    config asking for it is told why. Exactly one ``default=True`` component becomes the kind's
+    default; several make a warning naming them all, and no default.
+    """
+    claims: dict[str, list[ComponentSpec]] = {}
+    for scratch in contributions:
+        for spec in scratch:
+            for name in spec.names:
+                claims.setdefault(name, []).append(spec)
+    merged = Registry(kind)
+    excluded: set[int] = set()
+    for name, specs in claims.items():
+        if len(specs) > 1:
+            merged.clashes[name] = NameClash(kind, name, tuple(spec.provider for spec in specs))
+            excluded.update(id(spec) for spec in specs)
+    warnings = [clash.message() for clash in merged.clashes.values()]
+    for scratch in contributions:
+        for spec in scratch:
+            if id(spec) not in excluded:
+                merged.add(spec)
+    defaults = [spec for spec in merged if spec.default]
+    if len(defaults) == 1:
+        merged.default = defaults[0].name
+    elif defaults:
+        claimants = " and ".join(f"'{spec.name}' from {spec.provider}" for spec in defaults)
+        warnings.append(f"the default {KIND_LABELS.get(kind, kind)} is claimed by {claimants}; "
+                        "there is no default, so configs must name one")
+    return merged, warnings

@@ -31,7 +31,8 @@ def pgmm_register_connectors(registrar):
 @hookimpl
 def pgmm_register_projectors(registrar):
     registrar.add("mlp2x_gelu", "pgmm_vision.projectors:build_mlp_gelu", MlpGeluProjectorConfig,
-                  aliases=MLP_GELU_NAMES[1:], description="Linear, GELU, Linear (mlpNx_gelu: N linears)")
+                  aliases=MLP_GELU_NAMES[1:], default=True,  # used when a config leaves model.projector out
+                  description="Linear, GELU, Linear (mlpNx_gelu: N linears)")
     registrar.add("linear", "pgmm_vision.projectors:build_linear", LinearProjectorConfig,
                   description="one Linear layer")
     registrar.add("identity", "pgmm_vision.projectors:build_identity", IdentityProjectorConfig,

@@ -1,14 +1,20 @@
 """Assemble the root config model from the components the plugins registered.
 
-Each component slot becomes a discriminated union on ``type`` over the registered config models, so
-pydantic reports errors at the exact path (``model.vision.image_size``) and an unknown ``type`` is a
-``union_tag_invalid`` error that :mod:`pgmm_core.config.errors` turns into a helpful message.
+The fixed sections (``model``, ``data``, ``train``, ``eval``) come from :mod:`pgmm_core.config.sections`;
+every component slot comes from the kinds table (:data:`pgmm_core.kinds.KINDS`). Each slot becomes
+a discriminated union on ``type`` over the registered config models of its kind, so pydantic reports
+errors at the exact path (``model.vision.image_size``) and an unknown ``type`` is a
+``union_tag_invalid`` error that :mod:`pgmm_core.config.messages` turns into a helpful message. A slot
+left out of a config takes its kind's default component, the one its provider registered with
+``default=True``.
+
+This module reads registries, never the plugin host, so the host can import it without a circle.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Union
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Optional, Union
 
 from pydantic import BaseModel, Field, PrivateAttr, create_model, model_validator
 
@@ -19,44 +25,22 @@ from pgmm_core.config.sections import (
     StrictModel,
     TrainSection,
 )
+from pgmm_core.kinds import KINDS, Slot
 
 if TYPE_CHECKING:
-    from pgmm_core.plugins import PluginHost
+    from pgmm_core.registry import Registry
 
-
-@dataclass(frozen=True)
-class Slot:
-    """A place in the config that holds a component: its dotted path pattern and kind."""
-
-    path: tuple[str, ...]  # "*" stands for a list index
-    kind: str
-
-
-SLOTS: tuple[Slot, ...] = (
-    Slot(("model", "vision"), "vision"),
-    Slot(("model", "connector"), "connector"),
-    Slot(("model", "projector"), "projector"),
-    Slot(("model", "llm"), "llm"),
-    Slot(("data", "train", "*"), "dataset"),
-    Slot(("data", "val", "*"), "dataset"),
-    Slot(("data", "test", "*"), "dataset"),
-    Slot(("device",), "device"),
-    Slot(("train", "callbacks", "*"), "callback"),
-)
+SECTIONS: dict[str, tuple[type[StrictModel], bool]] = {
+    "model": (ModelSection, True),
+    "data": (DataSection, True),
+    "train": (TrainSection, False),
+    "eval": (EvalSection, False),
+}
+"""The fixed top-level sections, in config order: base model and whether a config must give it.
+Slots whose path starts with one of these are added to it; any other slot is a top-level section of
+its own (``device``), placed after these."""
 
 NOTHING_INSTALLED = "no component of this kind is installed"
-
-DEFAULT_COMPONENTS: dict[str, str] = {"projector": "mlp2x_gelu", "device": "auto"}
-
-
-def slot_for(path: tuple[Any, ...]) -> Slot | None:
-    """The slot whose pattern matches ``path`` exactly (list indices match ``*``)."""
-    for slot in SLOTS:
-        if len(slot.path) == len(path) and all(
-            p == "*" and isinstance(x, int) or p == x for p, x in zip(slot.path, path)
-        ):
-            return slot
-    return None
 
 
 class NothingInstalled(StrictModel):
@@ -70,73 +54,71 @@ class NothingInstalled(StrictModel):
         raise ValueError(NOTHING_INSTALLED)
 
 
-def _component_union(host: PluginHost, kind: str) -> Any:
-    models = [spec.config_model for spec in host.registry(kind)]
-    if not models:
-        return Annotated[NothingInstalled, Field(json_schema_extra={"x-pgmm-kind": kind})]
-    return Annotated[Union[tuple(models)], Field(discriminator="type")]  # noqa: UP007
-
-
 class ConfigRoot(StrictModel):
     """Base of the assembled root model. Keeps a reference to the host that assembled it."""
 
     _host: Any = PrivateAttr(default=None)
 
     @property
-    def host(self) -> PluginHost:
-        """The plugin host whose components this config refers to."""
+    def host(self) -> Any:
+        """The plugin host (:class:`pgmm_core.plugins.PluginHost`) whose components this config uses."""
         return self._host
 
 
-def _default(host: PluginHost, kind: str) -> Any:
-    name = DEFAULT_COMPONENTS.get(kind)
-    if name is None or name not in host.registry(kind):
-        return ...
-    spec = host.registry(kind).get(name)
-    return Field(default_factory=lambda: spec.config_model(type=name))
+def _component_union(registry: Registry | None, kind: str) -> Any:
+    models = [spec.config_model for spec in registry] if registry is not None else []
+    if not models:
+        return Annotated[NothingInstalled, Field(json_schema_extra={"x-pgmm-kind": kind})]
+    return Annotated[Union[tuple(models)], Field(discriminator="type")]  # noqa: UP007
 
 
-def assemble_config_model(host: PluginHost) -> type[ConfigRoot]:
-    """Build ``Config`` for this host: fixed sections plus one discriminated union per slot."""
-    vision = _component_union(host, "vision")
-    connector = _component_union(host, "connector")
-    projector = _component_union(host, "projector")
-    llm = _component_union(host, "llm")
-    dataset = _component_union(host, "dataset")
-    device = _component_union(host, "device")
-    callback = _component_union(host, "callback")
+def _default_component(registry: Registry | None) -> Any:
+    """A default factory for the kind's default component, or ``None`` when it has none."""
+    if registry is None or registry.default is None:
+        return None
+    spec = registry.get(registry.default)
+    name = registry.default
+    return lambda: spec.config_model(type=name)
 
-    model_section = create_model(
-        "ModelConfig",
-        __base__=ModelSection,
-        vision=(vision, ...),
-        connector=(connector, ...),
-        projector=(projector, _default(host, "projector")),
-        llm=(llm, ...),
-    )
-    data_section = create_model(
-        "DataConfig",
-        __base__=DataSection,
-        train=(list[dataset], Field(..., min_length=1)),
-        val=(list[dataset], Field(default_factory=list)),
-        test=(list[dataset], Field(default_factory=list)),
-    )
-    train_section = create_model(
-        "TrainConfig",
-        __base__=TrainSection,
-        callbacks=(list[callback], Field(default_factory=list)),
-    )
-    device_default = _default(host, "device")
-    root = create_model(
-        "Config",
-        __base__=ConfigRoot,
-        model=(model_section, ...),
-        data=(data_section, ...),
-        train=(train_section, Field(default_factory=train_section)),
-        eval=(EvalSection, Field(default_factory=EvalSection)),
-        device=(device, device_default),
-    )
-    return root
+
+def _slot_field(union: Any, slot: Slot, registry: Registry | None) -> tuple[Any, Any]:
+    if slot.is_list:
+        return (list[union], Field(..., min_length=1) if slot.required else Field(default_factory=list))
+    default = _default_component(registry)
+    if default is not None:
+        return (union, Field(default_factory=default))
+    if slot.required:
+        return (union, ...)
+    return (Optional[union], None)  # noqa: UP007
+
+
+def _is_nested(slot: Slot) -> bool:
+    return len(slot.parts) > 1 and slot.parts[1] != "*"
+
+
+def assemble_config_model(registries: Mapping[str, Registry]) -> type[ConfigRoot]:
+    """Build ``Config`` from registries by kind: fixed sections plus one union per slot."""
+    section_fields: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    top_fields: dict[str, Any] = {}
+    for kind in KINDS:
+        registry = registries.get(kind.name)
+        union = _component_union(registry, kind.name)
+        for slot in kind.slots:
+            field = _slot_field(union, slot, registry)
+            if _is_nested(slot):
+                if slot.section not in SECTIONS:
+                    raise ValueError(f"kind '{kind.name}': slot {slot.path} is inside no known section "
+                                     f"({', '.join(SECTIONS)})")
+                section_fields[slot.section][slot.field] = field
+            else:
+                top_fields[slot.section] = field
+    root_fields: dict[str, Any] = {}
+    for name, (base, required) in SECTIONS.items():
+        fields = section_fields[name]
+        model = create_model(f"{name.capitalize()}Config", __base__=base, **fields) if fields else base
+        root_fields[name] = (model, ... if required else Field(default_factory=model))
+    root_fields.update(top_fields)
+    return create_model("Config", __base__=ConfigRoot, **root_fields)
 
 
 def section_model(root: type[BaseModel], name: str) -> type[BaseModel]:

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, Union
 
 from pydantic import BaseModel, ValidationError
 
-from pgmm_core.catalog import FIRST_PARTY, providing_package
-from pgmm_core.config.assemble import NOTHING_INSTALLED, slot_for
-from pgmm_core.registry import KIND_LABELS
+from pgmm_core.catalog import first_party_names, providing_package
+from pgmm_core.config.assemble import NOTHING_INSTALLED
+from pgmm_core.kinds import label, slot_for
 
 if TYPE_CHECKING:
     from pgmm_core.plugins import PluginHost
@@ -114,8 +114,10 @@ def _known_list(host: PluginHost, kind: str) -> str:
 
 
 def unknown_component_message(host: PluginHost, kind: str, name: str) -> str:
-    label = KIND_LABELS[kind]
-    parts = [f"unknown {label} '{name}'. Known: {_known_list(host, kind)}."]
+    clash = host.registry(kind).clashes.get(name)
+    if clash is not None:
+        return clash.message()
+    parts = [f"unknown {label(kind)} '{name}'. Known: {_known_list(host, kind)}."]
     package = providing_package(kind, name)
     disabled = getattr(host, "disabled_distributions", set)()
     if package is not None and package in disabled:
@@ -125,7 +127,7 @@ def unknown_component_message(host: PluginHost, kind: str, name: str) -> str:
         parts.append(f"'{name}' is provided by the pip package {package}: pip install {package}")
     else:
         installed = host.registry(kind).all_names()
-        catalog = sorted(set(installed) | set(FIRST_PARTY.get(kind, {})))
+        catalog = sorted(set(installed) | set(first_party_names(kind)))
         close = difflib.get_close_matches(str(name), catalog, n=1, cutoff=0.6)
         if close:
             hint = f"Did you mean '{close[0]}'?"
@@ -144,20 +146,20 @@ def format_errors(
     for err in error.errors(include_url=False):
         loc = tuple(err["loc"])
         path = data_path(raw, loc)
-        kind_slot = slot_for(path)
+        found = slot_for(path)
+        kind_slot = found[0] if found is not None else None
         etype = err["type"]
         if etype == "union_tag_invalid" and kind_slot is not None:
             tag = err.get("ctx", {}).get("tag")
-            msg = f"{dotted(path)}.type: {unknown_component_message(host, kind_slot.kind, tag)}"
+            msg = f"{dotted(path)}.type: {unknown_component_message(host, kind_slot.name, tag)}"
         elif etype == "union_tag_not_found" and kind_slot is not None:
-            names = ", ".join(host.registry(kind_slot.kind).all_names()) or "none installed"
+            names = ", ".join(host.registry(kind_slot.name).all_names()) or "none installed"
             msg = f"{dotted(path)}.type: required; one of: {names}"
         elif NOTHING_INSTALLED in str(err.get("msg", "")) and kind_slot is not None:
-            label = KIND_LABELS[kind_slot.kind]
             name = raw_value(raw, path, "type")
             state = "loaded" if getattr(host, "disabled_distributions", set)() else "installed"
-            msg = f"{dotted(path)}: no {label} is {state}. " + (
-                unknown_component_message(host, kind_slot.kind, name) if name else ""
+            msg = f"{dotted(path)}: no {kind_slot.label} is {state}. " + (
+                unknown_component_message(host, kind_slot.name, name) if name else ""
             )
         elif etype == "extra_forbidden":
             msg = f"{dotted(path)}: unknown field" + _field_hint(root, raw, path)

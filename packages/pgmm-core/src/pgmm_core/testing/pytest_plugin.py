@@ -14,8 +14,9 @@ What it adds:
 * a report header listing the installed pgmm plugins, with the error of any that failed to load —
   the first thing to read when a contract says a component is not registered;
 * fixtures: ``pgmm_host`` (a fresh :class:`~pgmm_core.plugins.PluginHost` over the installed entry
-  points, ignoring ``PGMM_*`` filters of the caller's shell) and ``pgmm_tiny_config`` (the fast
-  complete config of :func:`pgmm_core.testing.tiny_config`, with its run directory in ``tmp_path``).
+  points; of the caller's ``PGMM_*`` filters only ``PGMM_DISABLE_PLUGINS`` is honoured) and
+  ``pgmm_tiny_config`` (the fast complete config of :func:`pgmm_core.testing.tiny_config`, with its
+  run directory in ``tmp_path``).
 
 The contract classes themselves (:mod:`pgmm_core.testing.contracts`) need nothing from here; they are
 re-exported for convenience.
@@ -29,23 +30,23 @@ from typing import Any, Callable
 
 import pytest
 
-from pgmm_core.testing.contracts import (  # noqa: F401  (re-exported)
-    CallbackContract,
-    ConnectorContract,
-    DatasetContract,
-    DeviceBackendContract,
-    LLMBackendContract,
-    ProjectorContract,
-    VisionEncoderContract,
-)
+from pgmm_core.testing.contracts import CONTRACTS
+
+globals().update({contract.__name__: contract for contract in CONTRACTS.values()})  # re-exported
+
+
+def _environ() -> dict[str, str]:
+    """Only ``PGMM_DISABLE_PLUGINS`` of the caller's shell applies (to keep a broken plugin out)."""
+    disabled = os.environ.get("PGMM_DISABLE_PLUGINS")
+    return {"PGMM_DISABLE_PLUGINS": disabled} if disabled else {}
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     from pgmm_core.plugins import PluginHost
 
     try:
-        plugins = PluginHost(environ={}, warn_failures=False).plugins
-    except Exception as exc:  # a duplicate component name, say: show it, let the tests tell the rest
+        plugins = PluginHost(environ=_environ(), warn_failures=False).plugins
+    except Exception as exc:  # a plugin host bug: show it, let the tests tell the rest
         return [f"pgmm plugins: could not be listed: {type(exc).__name__}: {exc}"]
     lines = ["pgmm plugins: " + ", ".join(
         f"{p.name} ({p.distribution or 'in-process'} {p.version or ''}".rstrip() + f") {p.status}"
@@ -71,10 +72,10 @@ def pgmm_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture()
 def pgmm_host() -> Any:
-    """A fresh plugin host over the installed entry points."""
+    """A fresh plugin host over the installed entry points (honouring ``PGMM_DISABLE_PLUGINS``)."""
     from pgmm_core.plugins import PluginHost
 
-    return PluginHost(environ={})
+    return PluginHost(environ=_environ())
 
 
 @pytest.fixture()

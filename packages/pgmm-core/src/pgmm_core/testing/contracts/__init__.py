@@ -4,36 +4,17 @@ Each class is a pytest test class (collected once its subclass is named ``Testâ€
 component through a real :class:`~pgmm_core.plugins.PluginHost` over the installed entry points and
 checks registration, the config model, the import-cheap plugin module, construction on CPU, shapes
 and dtypes, freezing and the protocol methods. See ``docs/plugins.md``.
+
+Which suite belongs to which kind is the ``contract`` column of :data:`pgmm_core.kinds.KINDS`: a new
+kind's suite is importable from here by its class name as soon as its row names it.
 """
 
+from pgmm_core.kinds import KINDS
 from pgmm_core.testing.contracts.base import ComponentContract
-from pgmm_core.testing.contracts.callback import CallbackContract
-from pgmm_core.testing.contracts.connector import ConnectorContract
-from pgmm_core.testing.contracts.dataset import DatasetContract
-from pgmm_core.testing.contracts.device import DeviceBackendContract
-from pgmm_core.testing.contracts.llm import LLMBackendContract
-from pgmm_core.testing.contracts.projector import ProjectorContract
-from pgmm_core.testing.contracts.vision import VisionEncoderContract
 
-CONTRACTS = {
-    "vision": VisionEncoderContract,
-    "connector": ConnectorContract,
-    "projector": ProjectorContract,
-    "llm": LLMBackendContract,
-    "dataset": DatasetContract,
-    "device": DeviceBackendContract,
-    "callback": CallbackContract,
-}
-"""The contract of each component kind."""
+CONTRACTS = {kind.name: kind.load_contract() for kind in KINDS}
+"""The contract of each component kind, as the kinds table names it."""
 
-__all__ = [
-    "CONTRACTS",
-    "CallbackContract",
-    "ComponentContract",
-    "ConnectorContract",
-    "DatasetContract",
-    "DeviceBackendContract",
-    "LLMBackendContract",
-    "ProjectorContract",
-    "VisionEncoderContract",
-]
+globals().update({contract.__name__: contract for contract in CONTRACTS.values()})
+
+__all__ = ["CONTRACTS", "ComponentContract", *sorted(c.__name__ for c in CONTRACTS.values())]  # noqa: PLE0604

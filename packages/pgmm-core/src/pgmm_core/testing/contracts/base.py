@@ -12,37 +12,41 @@ kind and says which component to test and with which tiny config::
 
 Everything is checked through a real :class:`~pgmm_core.plugins.PluginHost` that loads the installed
 ``pgmm`` entry points, exactly as ``python -m pgmm_core.train`` would, so the plugin must be
-installed (``pip install -e .`` during development). A config that needs files (a dataset root, a
-checkpoint) overrides the class-scoped ``component_fields`` fixture and creates them with
+installed (``pip install -e .`` during development). Each component is tested in isolation: the
+host loads only the distribution under test, the first-party distributions the tiny test model is
+built from, and any listed in ``requires``, so a broken or clashing plugin elsewhere in the
+environment cannot fail another plugin's contracts. ``PGMM_DISABLE_PLUGINS`` is honoured: a
+contract whose distribution it disables is skipped, saying so. A config that needs files (a dataset
+root, a checkpoint) overrides the class-scoped ``component_fields`` fixture and creates them with
 ``tmp_path_factory``.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.metadata
 import json
+import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+
+from pgmm_core.kinds import KINDS
 
 HEAVY_MODULES = ("torch", "torchvision", "transformers", "timm", "torch_npu")
 """Modules a plugin module and its config models must not import (``plugins``/``schema``/``validate``
 run without them)."""
 
 SLOTS: dict[str, tuple[tuple[Any, ...], ...]] = {
-    "vision": (("model", "vision"),),
-    "connector": (("model", "connector"),),
-    "projector": (("model", "projector"),),
-    "llm": (("model", "llm"),),
-    "dataset": (("data", "train", 0), ("data", "val", 0)),
-    "device": (("device",),),
-    "callback": (("train", "callbacks", 0),),
+    kind.name: tuple(slot.example_path() for slot in kind.slots) for kind in KINDS
 }
-"""Where in a config each kind of component goes (the slot check fills every path listed)."""
+"""Where in a config each kind of component goes (from the kinds table; the slot check fills every
+path listed, list slots at index 0)."""
 
 _IMPORT_CHECK = textwrap.dedent(
     """
@@ -81,6 +85,55 @@ def import_report(target: str) -> dict[str, Any]:
 
 def _normalise(name: str | None) -> str:
     return (name or "").strip().lower().replace("_", "-")
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def isolated_environ(distribution: str, requires: tuple[str, ...] = (),
+                     environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The plugin environment a contract runs in: the distribution under test, the first-party
+    distributions (the tiny model's other parts come from them) and ``requires``, less whatever the
+    caller's ``PGMM_DISABLE_PLUGINS`` disables. pgmm-core's built-ins always load."""
+    from pgmm_core.catalog import first_party_index
+
+    environ = os.environ if environ is None else environ
+    wanted = sorted({distribution, *requires, *first_party_index()})
+    out = {"PGMM_LOAD_PLUGINS": ",".join(name for name in wanted if _installed(name))}
+    if environ.get("PGMM_DISABLE_PLUGINS"):
+        out["PGMM_DISABLE_PLUGINS"] = environ["PGMM_DISABLE_PLUGINS"]
+    return out
+
+
+def protocol_members(protocol: type) -> list[str]:
+    """The attributes and methods a protocol declares (its own and its protocol bases')."""
+    names: set[str] = set()
+    for klass in protocol.__mro__:
+        if klass is object or klass.__module__ in ("typing", "typing_extensions", "abc"):
+            continue
+        names.update(getattr(klass, "__annotations__", {}))
+        names.update(name for name, value in vars(klass).items() if callable(value))
+    return sorted(name for name in names if not name.startswith("_") or name == "__call__")
+
+
+def missing_members(instance: Any, protocol: type) -> list[str]:
+    """The protocol members ``instance`` lacks (``__call__``: it is not callable)."""
+    return [name for name in protocol_members(protocol)
+            if not (callable(instance) if name == "__call__" else hasattr(instance, name))]
+
+
+def assert_satisfies(instance: Any, protocol: type) -> None:
+    """Fail naming exactly which attributes or methods of ``protocol`` the component lacks."""
+    missing = missing_members(instance, protocol)
+    assert not missing, (
+        f"{type(instance).__qualname__} does not satisfy {protocol.__module__}.{protocol.__qualname__}: "
+        f"missing {', '.join(missing)}")
+    assert isinstance(instance, protocol), f"{type(instance).__qualname__} is not a {protocol.__qualname__}"
 
 
 def set_path(data: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:
@@ -136,16 +189,19 @@ class ComponentContract:
     """The pip distribution expected to provide the component through its ``pgmm`` entry point."""
     config: ClassVar[dict[str, Any]] = {}
     """A tiny config for the component, without ``type`` (JSON-native values)."""
+    requires: ClassVar[tuple[str, ...]] = ()
+    """Other third-party distributions the component's tests need loaded (first-party ones always are)."""
 
     # --- fixtures (class-scoped: build once, check many times) ----------------------------------
 
     @pytest.fixture(scope="class")
     @classmethod
     def host(cls) -> Any:
-        """A plugin host over the installed entry points, ignoring the caller's PGMM_* filters."""
+        """A plugin host over the installed entry points, isolated to this component's distribution
+        (see :func:`isolated_environ`)."""
         from pgmm_core.plugins import PluginHost
 
-        return PluginHost(environ={})
+        return PluginHost(environ=isolated_environ(cls.distribution, cls.requires))
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -157,6 +213,7 @@ class ComponentContract:
     @classmethod
     def spec(cls, host: Any) -> Any:
         cls._require_declared()
+        cls._skip_if_disabled(host)
         registry = host.registry(cls.kind)
         if cls.component not in registry:
             pytest.fail(cls._not_registered_message(host))
@@ -198,6 +255,11 @@ class ComponentContract:
             pytest.fail(f"{cls.__name__} must set {', '.join(missing)} (see pgmm_core.testing.contracts)")
 
     @classmethod
+    def _skip_if_disabled(cls, host: Any) -> None:
+        if _normalise(cls.distribution) in host.disabled_distributions():
+            pytest.skip(f"{cls.distribution} is disabled by PGMM_DISABLE_PLUGINS")
+
+    @classmethod
     def _not_registered_message(cls, host: Any) -> str:
         lines = [f"{cls.kind} component '{cls.component}' is not registered "
                  f"(known: {', '.join(host.registry(cls.kind).all_names()) or 'none'})."]
@@ -218,6 +280,7 @@ class ComponentContract:
 
     def test_registered_by_its_distribution(self, host: Any) -> None:
         self._require_declared()
+        self._skip_if_disabled(host)
         registry = host.registry(self.kind)
         assert self.component in registry, self._not_registered_message(host)
         spec = registry.get(self.component)
@@ -239,6 +302,16 @@ class ComponentContract:
             f"importing {target}, building its config schemas and probing availability imported "
             f"{report['heavy']}; import heavy libraries inside factories, and register factories as "
             "'module:attr' strings")
+
+    def test_factory_takes_the_kinds_context(self, spec: Any) -> None:
+        """The factory requires no keyword pgmm never passes to this kind (the kinds table's context)."""
+        from pgmm_core.kinds import kind
+        from pgmm_core.registry import unknown_required_context
+
+        unknown = unknown_required_context(spec.resolve_factory(), self.kind)
+        offered = ", ".join(kind(self.kind).context) or "nothing besides the config"
+        assert not unknown, (f"the factory of '{self.component}' requires {', '.join(unknown)}; pgmm passes a "
+                             f"{self.kind} factory {offered} (give the others defaults)")
 
     # --- the config model ------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from pgmm_core.testing.contracts.base import ComponentContract, assert_trains_in_tiny_model
+from pgmm_core.testing.contracts.base import ComponentContract, assert_satisfies, assert_trains_in_tiny_model
 from pgmm_core.testing.contracts.freezing import assert_frozen
 
 
@@ -39,7 +39,7 @@ class ConnectorContract(ComponentContract):
         from pgmm_core.components import Connector
 
         assert isinstance(component_instance, nn.Module)
-        assert isinstance(component_instance, Connector), "needs out_features, num_query_tokens and __call__"
+        assert_satisfies(component_instance, Connector)
         assert isinstance(component_instance.out_features, int) and component_instance.out_features > 0
         assert isinstance(component_instance.num_query_tokens, int) and component_instance.num_query_tokens > 0
 

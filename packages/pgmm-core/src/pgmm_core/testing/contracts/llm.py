@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pgmm_core.testing.contracts.base import ComponentContract, assert_trains_in_tiny_model
+from pgmm_core.testing.contracts.base import ComponentContract, assert_satisfies, assert_trains_in_tiny_model
 from pgmm_core.testing.contracts.freezing import assert_frozen, assert_trainable
 
 IGNORE_INDEX = -100
@@ -53,14 +53,13 @@ class LLMBackendContract(ComponentContract):
 
         backend = component_instance
         assert isinstance(backend, nn.Module)
-        assert isinstance(backend, LLMBackend), (
-            "needs hidden_size, tokenizer, frozen, embed_tokens, caption_loss and generate")
+        assert_satisfies(backend, LLMBackend)
         assert isinstance(backend.hidden_size, int) and backend.hidden_size > 0
         assert isinstance(backend.frozen, bool)
         assert "freeze" in type(component_config).model_fields, "LLM configs have a `freeze: bool` field"
         assert backend.frozen == component_config.freeze
         tok = backend.tokenizer
-        assert isinstance(tok, Tokenizer), "the tokenizer needs bos/eos/pad ids, vocab_size, encode and decode"
+        assert_satisfies(tok, Tokenizer)
         for name in ("bos_token_id", "eos_token_id", "pad_token_id", "vocab_size"):
             assert isinstance(getattr(tok, name), int), f"tokenizer.{name} must be an int"
         assert max(tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) < tok.vocab_size

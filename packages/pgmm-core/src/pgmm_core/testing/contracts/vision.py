@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pgmm_core.testing.contracts.base import ComponentContract, assert_trains_in_tiny_model
+from pgmm_core.testing.contracts.base import ComponentContract, assert_satisfies, assert_trains_in_tiny_model
 from pgmm_core.testing.contracts.freezing import assert_frozen, assert_trainable
 
 
@@ -33,7 +33,7 @@ class VisionEncoderContract(ComponentContract):
 
         encoder = component_instance
         assert isinstance(encoder, nn.Module)
-        assert isinstance(encoder, VisionEncoder), "needs out_features, image_size, frozen and __call__"
+        assert_satisfies(encoder, VisionEncoder)
         assert isinstance(encoder.out_features, int) and encoder.out_features > 0
         assert isinstance(encoder.image_size, int) and encoder.image_size > 0
         assert isinstance(encoder.frozen, bool)
