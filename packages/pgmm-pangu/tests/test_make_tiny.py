@@ -69,7 +69,7 @@ def test_cli_with_corpus_and_sizes(tmp_path):
     assert len(backend.model.model.layers) == 1 and backend.hidden_size == 48
     tok = backend.tokenizer
     assert tok.tokenize("zebra giraffe") == ["▁zebra", "▁giraffe"]  # learnt from the corpus
-    assert tok.decode(tok.encode("一只斑马 [unused9]a zebra")) == "一只斑马 [unused9]a zebra"
+    assert tok.decode(tok.encode("一只斑马 [unused9]a zebra"), skip_special_tokens=True) == "一只斑马 [unused9]a zebra"
     assert backend.model.get_input_embeddings().weight.shape[0] == tok.vocab_size
     with torch.no_grad():
         assert backend.model(input_ids=torch.tensor([tok.encode("a zebra")])).logits.isfinite().all()
