@@ -79,3 +79,24 @@ def test_module_entry_point():
     result = subprocess.run([sys.executable, "-m", "pgmm_pangu.make_tiny", "--help"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "--vocab-from" in result.stdout and "--layers" in result.stdout
+
+
+def test_first_creation_says_what_and_where(tmp_path, caplog):
+    """The one-time creation (tokenizer + pretraining) is announced with its cache location, and a
+    second call reuses the directory silently."""
+    import logging
+
+    from pgmm_pangu.make_tiny import TinySpec, ensure_tiny_checkpoint
+
+    spec = TinySpec(hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                    vocab_size=512, pretrain_steps=2)
+    with caplog.at_level(logging.INFO, logger="pgmm_pangu.make_tiny"):
+        path = ensure_tiny_checkpoint(spec, str(tmp_path / "tiny"))
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("creating the tiny openPangu checkpoint" in m and str(path) in m and "2 pretraining steps" in m
+               for m in messages), messages
+    assert any(m.startswith(f"tiny openPangu checkpoint ready in {path}") for m in messages), messages
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pgmm_pangu.make_tiny"):
+        assert ensure_tiny_checkpoint(spec, str(tmp_path / "tiny")) == path
+    assert not caplog.records
