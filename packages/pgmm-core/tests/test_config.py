@@ -122,3 +122,28 @@ def test_schema_contains_plugin_sections(host):
     text = json.dumps(schema)
     for name in ("EvaViTGConfig", "QFormerConfig", "OpenPanguConfig", "SyntheticShapesConfig", "NpuConfig"):
         assert name in text
+
+
+@pytest.mark.parametrize("path, value", [("train.seed", True), ("eval.generation.max_new_tokens", True),
+                                         ("train.lr", False), ("data.batch_size", "8"), ("train.lr", "1e-4"),
+                                         ("model.prompt", 3)])
+def test_config_values_are_strict_json(tmp_path, host, path, value):
+    """A boolean is not a number and a string is not a number (nor a number a string), whatever
+    pydantic's lax mode would coerce; each error names its path."""
+    data = tiny_config(tmp_path)
+    section, *rest = path.split(".")
+    target = data.setdefault(section, {})
+    for key in rest[:-1]:
+        target = target.setdefault(key, {})
+    target[rest[-1]] = value
+    problems = problems_of(data, host)
+    assert len(problems) == 1 and problems[0].startswith(f"{path}: "), problems
+
+
+def test_json_forms_still_accepted(tmp_path, host):
+    """Integers for floats, and overrides parsed as JSON first (``train.seed=7`` is the number 7)."""
+    path = write_config(tmp_path / "c.json", tiny_config(tmp_path))
+    config = load_config(path, ["train.lr=1", "train.seed=7", "model.prompt=7 cats"], host=host)
+    assert config.train.lr == 1.0 and config.train.seed == 7 and config.model.prompt == "7 cats"
+    with pytest.raises(ConfigError, match="train.seed"):
+        load_config(path, ["train.seed=true"], host=host)

@@ -89,6 +89,8 @@ def test_fixtures(pgmm_host, pgmm_tiny_config, pgmm_cache_dir):
 
 def run_pytest(tmp_path, site, *args, **extra_env):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PGMM_")}
+    # a clean shell's PGMM_* settings, but components' cached files still stay in this test's tmp_path
+    env["PGMM_CACHE_DIR"] = str(tmp_path / "pgmm-cache")
     env["PYTHONPATH"] = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
     env.update(extra_env)
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "--rootdir",

@@ -69,7 +69,7 @@ def test_cli_with_corpus_and_sizes(tmp_path):
     assert len(backend.model.model.layers) == 1 and backend.hidden_size == 48
     tok = backend.tokenizer
     assert tok.tokenize("zebra giraffe") == ["▁zebra", "▁giraffe"]  # learnt from the corpus
-    assert tok.decode(tok.encode("一只斑马 [unused9]a zebra")) == "一只斑马 [unused9]a zebra"
+    assert tok.decode(tok.encode("一只斑马 [unused9]a zebra"), skip_special_tokens=True) == "一只斑马 [unused9]a zebra"
     assert backend.model.get_input_embeddings().weight.shape[0] == tok.vocab_size
     with torch.no_grad():
         assert backend.model(input_ids=torch.tensor([tok.encode("a zebra")])).logits.isfinite().all()
@@ -79,3 +79,24 @@ def test_module_entry_point():
     result = subprocess.run([sys.executable, "-m", "pgmm_pangu.make_tiny", "--help"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "--vocab-from" in result.stdout and "--layers" in result.stdout
+
+
+def test_first_creation_says_what_and_where(tmp_path, caplog):
+    """The one-time creation (tokenizer + pretraining) is announced with its cache location, and a
+    second call reuses the directory silently."""
+    import logging
+
+    from pgmm_pangu.make_tiny import TinySpec, ensure_tiny_checkpoint
+
+    spec = TinySpec(hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                    vocab_size=512, pretrain_steps=2)
+    with caplog.at_level(logging.INFO, logger="pgmm_pangu.make_tiny"):
+        path = ensure_tiny_checkpoint(spec, str(tmp_path / "tiny"))
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("creating the tiny openPangu checkpoint" in m and str(path) in m and "2 pretraining steps" in m
+               for m in messages), messages
+    assert any(m.startswith(f"tiny openPangu checkpoint ready in {path}") for m in messages), messages
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pgmm_pangu.make_tiny"):
+        assert ensure_tiny_checkpoint(spec, str(tmp_path / "tiny")) == path
+    assert not caplog.records

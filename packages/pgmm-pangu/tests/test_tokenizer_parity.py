@@ -44,7 +44,8 @@ def test_corpus_ids_tokens_and_decoding(tok, entry):
     assert tok.decode(entry["input_ids"], skip_special_tokens=False) == entry["decode"]
     assert tok.decode(entry["input_ids"], skip_special_tokens=True) == entry["decode_skip_special"]
     assert tok.decode(entry["input_ids_no_special"], skip_special_tokens=False) == entry["decode_no_special_ids"]
-    assert tok.decode(entry["input_ids_no_special"]) == entry["decode_no_special_ids_skip_special"]
+    assert tok.decode(entry["input_ids_no_special"], skip_special_tokens=True) == \
+        entry["decode_no_special_ids_skip_special"]
 
 
 def test_corpus_covers_chinese_english_and_special_tokens():
@@ -67,15 +68,29 @@ def test_decoding_generated_ids(tok, case):
 def test_chat_template(tok, name, generation_prompt):
     chat = GOLDENS["chat"][name]
     suffix = "gen" if generation_prompt else "nogen"
-    text = tok.apply_chat_template(chat["messages"], add_generation_prompt=generation_prompt)
+    text = tok.apply_chat_template(chat["messages"], add_generation_prompt=generation_prompt, tokenize=False)
     assert text == chat[f"text_{suffix}"]
     assert tok.encode(text) == chat[f"ids_tokenizer_call_{suffix}"]  # what the release's generate.py feeds
     assert tok.encode(text, add_bos=False) == chat[f"ids_apply_chat_template_{suffix}"]
+    ids = tok.apply_chat_template(chat["messages"], add_generation_prompt=generation_prompt)
+    assert ids == chat[f"ids_apply_chat_template_{suffix}"]  # transformers' default: tokenize=True
 
 
 def test_chat_without_system_turn_gets_an_empty_one(tok):
-    text = tok.apply_chat_template([{"role": "user", "content": "hi"}])
+    text = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False)
     assert text == "[unused9]系统：[unused10][unused9]用户：hi[unused10][unused9]助手："
+
+
+def test_defaults_are_transformers_defaults(tok):
+    """decode keeps special tokens and apply_chat_template adds no generation prompt and returns ids,
+    as ``PreTrainedTokenizer`` (the reference tokenizer's base class) does."""
+    ids = tok.encode("a cat")
+    assert tok.decode(ids) == tok.decode(ids, skip_special_tokens=False) == "<s>a cat"
+    assert tok.decode(ids, skip_special_tokens=True) == "a cat"
+    conversation = [{"role": "user", "content": "hi"}]
+    assert tok.apply_chat_template(conversation, tokenize=False) == "[unused9]系统：[unused10][unused9]用户：hi[unused10]"
+    assert tok.apply_chat_template(conversation) == tok.encode(
+        tok.apply_chat_template(conversation, tokenize=False), add_bos=False)
 
 
 @pytest.mark.parametrize("side", ["right", "left"])

@@ -16,7 +16,11 @@ from typing import Any
 
 from pgmm_core.errors import ConfigError
 
-PLOTTED_METRICS = ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
+# Panels of the metrics chart: CIDEr (0-10) gets its own axis, or it flattens the 0-1 scores.
+METRIC_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("scores (0-1)", ("Bleu_4", "METEOR", "ROUGE_L", "SPICE")),
+    ("CIDEr", ("CIDEr",)),
+)
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -48,18 +52,33 @@ def _plots(log: list[dict[str, Any]], metrics: list[dict[str, Any]]) -> dict[str
         pngs[key] = _figure_png(fig)
         plt.close(fig)
     if metrics:
-        fig, ax = plt.subplots(figsize=(6, 3.2))
-        for name in PLOTTED_METRICS:
-            points = [(m["step"], m[name]) for m in metrics if name in m]
-            if points:
-                ax.plot(*zip(*points), marker="o", label=name)
-        ax.set_xlabel("step")
-        ax.set_title("validation metrics")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
+        fig = metrics_figure(metrics)
         pngs["metrics"] = _figure_png(fig)
         plt.close(fig)
     return pngs
+
+
+def metrics_figure(metrics: list[dict[str, Any]]) -> Any:
+    """Validation metrics over steps, one panel per scale of :data:`METRIC_PANELS` that has data."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    panels = [(title, [(name, [(m["step"], m[name]) for m in metrics if name in m]) for name in names])
+              for title, names in METRIC_PANELS]
+    panels = [(title, [(name, points) for name, points in series if points]) for title, series in panels]
+    panels = [(title, series) for title, series in panels if series]
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(9, 3.2), squeeze=False)
+    for ax, (title, series) in zip(axes[0], panels):
+        for name, points in series:
+            ax.plot(*zip(*points), marker="o", label=name)
+        ax.set_xlabel("step")
+        ax.set_title(f"validation: {title}")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
 
 
 def _thumbnail(pixels: Any) -> bytes:

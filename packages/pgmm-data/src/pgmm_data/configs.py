@@ -1,20 +1,28 @@
 """Config models of pgmm-data's datasets (pydantic only: importing this never imports torch).
 
-Paths are plain strings and are not checked here: ``validate`` must work on a machine that does not
-hold the data. Files are opened (and problems reported with file and position) when a dataset is
-built, before the first training step.
+Paths are plain strings and are not checked by validation itself, so a config can be validated on a
+machine that does not hold the data (``validate --no-files``); ``required_paths`` tells ``validate``
+which files and folders the run will open. Files are read (and problems reported with file and
+position) when a dataset is built, before the first training step.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
+from pgmm_core.config.files import RequiredPath
 from pgmm_core.config.sections import ComponentConfig
 
 # PIL's own default (Image.MAX_IMAGE_PIXELS): about 9459 x 9459.
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+
+
+def under(root: Path, value: str | None) -> Path | None:
+    """A configured path; relative ones are relative to the dataset root."""
+    return None if value is None else root / Path(value).expanduser()
 
 
 class CaptionDatasetConfig(ComponentConfig):
@@ -50,6 +58,10 @@ class ImageCaptionConfig(CaptionDatasetConfig):
         return self
 
 
+    def _image_root_paths(self, base: Path) -> list[RequiredPath]:
+        configured = under(base, self.image_root)
+        return [RequiredPath(configured, "directory", "", "image_root")] if configured else []
+
 class CocoCaptionConfig(ImageCaptionConfig):
     """COCO captions with the Karpathy splits, in LAVIS' layout under ``root``::
 
@@ -74,6 +86,19 @@ class CocoCaptionConfig(ImageCaptionConfig):
     )
 
 
+    def required_paths(self, *, split: str) -> list[RequiredPath]:
+        """What ``validate`` checks exists (:mod:`pgmm_core.config.files`)."""
+        root = Path(self.root).expanduser()
+        karpathy = self.split or split
+        annotation = under(root, self.annotation) or root / "annotations" / f"coco_karpathy_{karpathy}.json"
+        paths = [RequiredPath(root, "directory", "COCO in LAVIS's layout", "root"),
+                 RequiredPath(annotation, "file", f"the Karpathy {karpathy} split of LAVIS",
+                              "annotation" if self.annotation else "root"),
+                 *self._image_root_paths(root)]
+        if self.ground_truth is not None:
+            paths.append(RequiredPath(under(root, self.ground_truth), "file", "COCO-format references", "ground_truth"))
+        return paths
+
 class VgCaptionConfig(ImageCaptionConfig):
     """Visual Genome region captions (LAVIS ``vg_caption.json``), layout under ``root``::
 
@@ -94,6 +119,14 @@ class VgCaptionConfig(ImageCaptionConfig):
     )
 
 
+    def required_paths(self) -> list[RequiredPath]:
+        """What ``validate`` checks exists (:mod:`pgmm_core.config.files`)."""
+        root = Path(self.root).expanduser()
+        annotation = under(root, self.annotation) or root / "annotations" / "vg_caption.json"
+        return [RequiredPath(root, "directory", "Visual Genome in LAVIS's layout", "root"),
+                RequiredPath(annotation, "file", "LAVIS's region captions", "annotation" if self.annotation else "root"),
+                *self._image_root_paths(root)]
+
 class JsonlCaptionsConfig(ImageCaptionConfig):
     """Your own data: one JSON object per line, ``{"image": path, "caption": str | [str, ...]}``.
 
@@ -104,6 +137,11 @@ class JsonlCaptionsConfig(ImageCaptionConfig):
     type: Literal["jsonl_captions"] = "jsonl_captions"
     path: str = Field(..., min_length=1, description="The .jsonl file.")
 
+
+    def required_paths(self) -> list[RequiredPath]:
+        """What ``validate`` checks exists (:mod:`pgmm_core.config.files`)."""
+        path = Path(self.path).expanduser()
+        return [RequiredPath(path, "file", "", "path"), *self._image_root_paths(path.parent)]
 
 class SyntheticShapesConfig(CaptionDatasetConfig):
     """Procedural images of one coloured shape, captioned with its colour, shape and position.

@@ -29,6 +29,7 @@ from pgmm_data.annotations import (
     load_vg_captions,
     references_from,
 )
+from pgmm_data.configs import under
 from pgmm_data.images import BadImage, open_rgb
 from pgmm_data.processors import blip_caption, image_processor
 
@@ -108,15 +109,10 @@ def _serve(config: Any, annotations: Annotations, *, kind: str, split: str, imag
                           max_samples=config.max_samples)
 
 
-def _under(root: Path, value: str | None) -> Path | None:
-    """A configured path; relative ones are relative to the dataset root."""
-    return None if value is None else root / Path(value).expanduser()
-
-
 def _image_root(root: Path, configured: str | None) -> Path:
     """``image_root`` if set, else ``root/images`` (LAVIS' layout) when it exists, else ``root``."""
     if configured is not None:
-        return _under(root, configured)  # type: ignore[return-value]
+        return under(root, configured)  # type: ignore[return-value]
     return root / "images" if (root / "images").is_dir() else root
 
 
@@ -126,7 +122,7 @@ def _image_root(root: Path, configured: str | None) -> Path:
 def coco_ground_truth_path(config: Any, root: Path, split: str) -> Path | None:
     """The COCO-format references to use for ``split``, or None to build them from the Karpathy file."""
     if config.ground_truth is not None:
-        path = _under(root, config.ground_truth)
+        path = under(root, config.ground_truth)
         if not path.is_file():
             raise DataError(f"coco_caption ground_truth not found: {path}")
         return path
@@ -140,7 +136,7 @@ def coco_ground_truth_path(config: Any, root: Path, split: str) -> Path | None:
 def build_coco_caption(config: Any, *, split: str, image_size: int) -> CaptionTrainSet | CaptionEvalSet:
     root = Path(config.root).expanduser()
     karpathy_split = config.split or split
-    annotation = _under(root, config.annotation) or root / "annotations" / f"coco_karpathy_{karpathy_split}.json"
+    annotation = under(root, config.annotation) or root / "annotations" / f"coco_karpathy_{karpathy_split}.json"
     image_root = _image_root(root, config.image_root)
     annotations = load_coco_karpathy(annotation, image_root)
     check_images_exist(annotations, f"set 'root' (or 'image_root') to the folder holding train2014/ and val2014/")
@@ -158,7 +154,7 @@ def build_coco_caption(config: Any, *, split: str, image_size: int) -> CaptionTr
 
 def build_vg_caption(config: Any, *, split: str, image_size: int) -> CaptionTrainSet | CaptionEvalSet:
     root = Path(config.root).expanduser()
-    annotation = _under(root, config.annotation) or root / "annotations" / "vg_caption.json"
+    annotation = under(root, config.annotation) or root / "annotations" / "vg_caption.json"
     image_root = _image_root(root, config.image_root)
     annotations = load_vg_captions(annotation, image_root, config.path_prefix)
     check_images_exist(annotations, "set 'root' (or 'image_root') to the folder holding VG_100K/ and VG_100K_2/, "

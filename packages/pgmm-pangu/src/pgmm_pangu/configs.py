@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
+from pgmm_core.config.files import RequiredPath
 from pgmm_core.config.sections import ComponentConfig
 
 Dtype = Literal["fp32", "bf16", "fp16"]
@@ -29,6 +31,14 @@ class OpenPanguConfig(ComponentConfig):
         0, ge=0, description="Target tokens per LM-head chunk in the loss; 0 picks it from the vocab size."
     )
 
+
+    def required_paths(self) -> list[RequiredPath]:
+        """What ``validate`` checks exists (:mod:`pgmm_core.config.files`)."""
+        root = Path(self.path).expanduser()
+        release = "from the openPangu-Embedded-7B release"
+        return [RequiredPath(root, "directory", f"the model folder {release}", "path"),
+                RequiredPath(root / "config.json", "file", release, "path"),
+                RequiredPath(root / "tokenizer.model", "file", release, "path")]
 
 class TinyOpenPanguConfig(ComponentConfig):
     """A random-weight openPangu-layout checkpoint, written on first use, then loaded like the real one.
@@ -67,3 +77,9 @@ class HfCausalLMConfig(ComponentConfig):
     grad_checkpointing: bool = False
     eos_token: str | None = Field(None, description="Override the tokenizer's EOS token (e.g. '\\n' for OPT captions).")
     loss_chunk_tokens: int = Field(0, ge=0, description="Target tokens per LM-head chunk in the loss; 0: automatic.")
+
+    def required_paths(self) -> list[RequiredPath]:
+        """What ``validate`` checks exists (:mod:`pgmm_core.config.files`)."""
+        root = Path(self.path).expanduser()
+        return [RequiredPath(root, "directory", "a local transformers model", "path"),
+                RequiredPath(root / "config.json", "file", "a local transformers model", "path")]

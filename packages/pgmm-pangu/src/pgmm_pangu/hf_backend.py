@@ -46,7 +46,7 @@ class HfTokenizer:
         ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         return [self.bos_token_id] + ids if add_bos is not False and self.adds_bos else ids
 
-    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
 
 

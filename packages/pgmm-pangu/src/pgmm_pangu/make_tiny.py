@@ -19,9 +19,11 @@ import argparse
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 import tempfile
+import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +33,8 @@ from pgmm_pangu.tokenizer import DEFAULT_CHAT_TEMPLATE
 SPECIAL_SYMBOLS = ["<|User|>:", "<|Bot|>:"] + [f"[unused{i}]" for i in range(34)]
 COMPLETE_MARKER = "model.safetensors.index.json"
 FORMAT_VERSION = 3  # bump when the files written for a given TinySpec change
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -251,7 +255,11 @@ def pretrain_on_corpus(model, directory: Path, corpus: list[str], spec: TinySpec
     rng = random.Random(spec.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     model.train()
-    for _ in range(spec.pretrain_steps):
+    from tqdm.auto import tqdm
+
+    # a bar on a terminal only (tqdm's ``disable=None``): logs and test output stay clean
+    for _ in tqdm(range(spec.pretrain_steps), desc="tiny openPangu: pretraining", unit="step",
+                  disable=None, leave=False, dynamic_ncols=True):
         rows, starts = [], []
         for line in (corpus[rng.randrange(len(corpus))] for _ in range(32)):
             hint: list[int] = []
@@ -292,6 +300,10 @@ def ensure_tiny_checkpoint(spec: TinySpec, path: str | None = None) -> Path:
     if (target / COMPLETE_MARKER).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("creating the tiny openPangu checkpoint once (SentencePiece tokenizer, then %d pretraining "
+                "steps; about a minute on 2 cores) in %s — later runs reuse it (PGMM_CACHE_DIR moves "
+                "the cache)", spec.pretrain_steps, target)
+    started = time.perf_counter()
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         write_tiny_checkpoint(scratch, spec)
@@ -303,6 +315,7 @@ def ensure_tiny_checkpoint(spec: TinySpec, path: str | None = None) -> Path:
     finally:
         if scratch.exists():
             shutil.rmtree(scratch, ignore_errors=True)
+    logger.info("tiny openPangu checkpoint ready in %s (%.0f s)", target, time.perf_counter() - started)
     return target
 
 

@@ -164,8 +164,11 @@ class PanguTokenizer:
         return [self._added_by_id[i].content if i in self._added_by_id else self.sp.id_to_piece(i)
                 for i in map(int, ids)]
 
-    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         """Text of ``ids`` as the reference decodes it (``spaces_between_special_tokens=False``).
+
+        Like transformers' ``PreTrainedTokenizer.decode`` (and so the reference), special tokens are
+        kept unless ``skip_special_tokens=True`` is asked for.
 
         Skipped tokens are dropped before anything else, so they do not split SentencePiece runs;
         every other added token is emitted verbatim and ends the current run.
@@ -189,11 +192,21 @@ class PanguTokenizer:
 
     # --- chat -------------------------------------------------------------------------------------
 
-    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        """The conversation rendered with the config's chat template (encode it with :meth:`encode`).
+    def apply_chat_template(
+        self,
+        conversation: list[dict[str, str]],
+        *,
+        add_generation_prompt: bool = False,
+        tokenize: bool = True,
+        chat_template: str | None = None,
+        **template_kwargs: Any,
+    ) -> str | list[int]:
+        """The conversation rendered with the chat template, with transformers' signature and defaults.
 
-        The release's ``inference/generate.py`` feeds ``tokenizer(text)``, i.e. ``encode(text)`` with
-        BOS; transformers' ``apply_chat_template(tokenize=True)`` would give ``encode(text, add_bos=False)``.
+        As in ``PreTrainedTokenizer.apply_chat_template``: no generation prompt unless asked for, and
+        token ids (the rendered text encoded without an extra BOS, ``encode(text, add_bos=False)``)
+        unless ``tokenize=False`` asks for the text. The release's ``inference/generate.py`` instead
+        feeds ``tokenizer(text)`` (with BOS): use ``encode(apply_chat_template(..., tokenize=False))``.
         """
         from jinja2.ext import loopcontrols
         from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -203,10 +216,11 @@ class PanguTokenizer:
 
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
         env.globals["raise_exception"] = raise_exception
-        return env.from_string(self.chat_template).render(
-            messages=messages, add_generation_prompt=add_generation_prompt, bos_token=self.bos_token,
-            eos_token=self.eos_token, pad_token=self.pad_token, unk_token=self.unk_token,
+        text = env.from_string(chat_template or self.chat_template).render(
+            messages=conversation, add_generation_prompt=add_generation_prompt, bos_token=self.bos_token,
+            eos_token=self.eos_token, pad_token=self.pad_token, unk_token=self.unk_token, **template_kwargs,
         )
+        return self.encode(text, add_bos=False) if tokenize else text
 
 
 def _as_bool(value: Any) -> bool:

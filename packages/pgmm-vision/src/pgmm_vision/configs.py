@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from pgmm_core.config.files import RequiredPath
 from pgmm_core.config.sections import ComponentConfig
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -52,6 +54,13 @@ class EvaViTGConfig(ComponentConfig):
         return self
 
 
+    def required_paths(self) -> list[RequiredPath]:
+        """What ``validate`` checks exists (:mod:`pgmm_core.config.files`)."""
+        if not self.checkpoint:
+            return []
+        return [RequiredPath(Path(self.checkpoint).expanduser(), "path",
+                             "EVA-ViT-g weights: eva_vit_g.pth of the LAVIS release", "checkpoint")]
+
 def _check_precision(precision: str | None, freeze: bool) -> None:
     if precision not in (None, "fp32") and not freeze:
         raise ValueError("a trainable tower must keep precision fp32 (use device.precision for autocast)")
@@ -85,6 +94,12 @@ class TimmEncoderConfig(ComponentConfig):
         return self
 
 
+    def required_paths(self) -> list[RequiredPath]:
+        """What ``validate`` checks exists (:mod:`pgmm_core.config.files`)."""
+        if not self.checkpoint:
+            return []
+        return [RequiredPath(Path(self.checkpoint).expanduser(), "file", f"{self.model_name} weights", "checkpoint")]
+
 class QFormerConfig(ComponentConfig):
     """The BLIP-2 Q-Former (transformers' ``Blip2QFormerModel``), query path only."""
 
@@ -112,6 +127,17 @@ class QFormerConfig(ComponentConfig):
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         return self
 
+
+    def required_paths(self) -> list[RequiredPath]:
+        """What ``validate`` checks exists (:mod:`pgmm_core.config.files`)."""
+        paths = []
+        if self.checkpoint:
+            paths.append(RequiredPath(Path(self.checkpoint).expanduser(), "path",
+                                      "Q-Former weights: blip2_pretrained.pth of LAVIS", "checkpoint"))
+        if self.bert_init:
+            paths.append(RequiredPath(Path(self.bert_init).expanduser(), "directory",
+                                      "a bert-base-uncased checkpoint", "bert_init"))
+        return paths
 
 class LinearProjectorConfig(ComponentConfig):
     type: Literal["linear"] = "linear"

@@ -123,11 +123,16 @@ def validate_config(
     source: str | None = None,
     extra_problems: Iterable[str] = (),
 ) -> ConfigRoot:
-    """Validate raw config data against the host's assembled model; raise one :class:`ConfigError`."""
+    """Validate raw config data against the host's assembled model; raise one :class:`ConfigError`.
+
+    Validation is strict and in JSON mode, as the data came from JSON: ``true`` is not a number and
+    ``"8"`` is not an integer (pydantic's lax mode would take both), while JSON's own forms — arrays
+    for tuples, strings for paths, integers for floats — are accepted.
+    """
     root = host.config_model()
     problems = list(extra_problems)
     try:
-        config = root.model_validate(data)
+        config = root.model_validate_json(json.dumps(data), strict=True)
     except ValidationError as exc:
         problems.extend(format_errors(exc, data, root, host))
         raise ConfigError(problems, source) from None
