@@ -39,12 +39,15 @@ BROKEN_IMPL = '''
 import torch
 from torch import nn
 
+from pgmm_core.preprocessing import clip_spec
+
 class FeatureMap(nn.Module):
-    """Forgets to flatten its feature map to tokens."""
+    """Forgets to flatten its feature map to tokens; its config cannot tell its image spec."""
     def __init__(self, config):
         super().__init__()
         self.conv = nn.Conv2d(3, 8, 8, stride=8)
         self.out_features, self.image_size, self.frozen = 8, 32, config.freeze
+        self.image_spec = clip_spec(32)
     def forward(self, pixel_values):
         return self.conv(pixel_values)
 
@@ -105,15 +108,18 @@ def test_contracts_catch_broken_components(tmp_path):
     assert result.returncode == 1, out[-3000:]
     for failing in ("TestFeatureMap::test_plugin_module_imports_without_torch",
                     "TestFeatureMap::test_outputs_tokens",
+                    "TestFeatureMap::test_config_gives_the_image_spec_without_building",
                     "TestMaskBlind::test_plugin_module_imports_without_torch",
                     "TestMaskBlind::test_masked_vision_tokens_are_ignored",
                     "TestNotInstalled::test_registered_by_its_distribution"):
         assert f"FAILED test_bad.py::{failing}" in out, out[-6000:]
     assert "flatten feature maps to tokens" in out
+    assert "MapConfig needs an image_spec() method" in out
     assert "masked vision tokens changed the output" in out
     assert "imported ['torch']" in out
     assert "distribution pgmm-nowhere is not installed" in out
-    for passing in ("TestFeatureMap::test_config_round_trip", "TestMaskBlind::test_outputs_query_tokens"):
+    for passing in ("TestFeatureMap::test_config_round_trip", "TestFeatureMap::test_declares_its_image_spec",
+                    "TestMaskBlind::test_outputs_query_tokens"):
         assert f"PASSED test_bad.py::{passing}" in out
 
 

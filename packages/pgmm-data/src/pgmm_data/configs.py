@@ -12,9 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from pgmm_core.config.sections import ComponentConfig
-
-# PIL's own default (Image.MAX_IMAGE_PIXELS): about 9459 x 9459.
-DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+from pgmm_core.images import DEFAULT_MAX_IMAGE_PIXELS
 
 
 class CaptionDatasetConfig(ComponentConfig):
