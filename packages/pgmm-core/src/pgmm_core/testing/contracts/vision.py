@@ -15,8 +15,9 @@ class VisionEncoderContract(ComponentContract):
     The encoder declares its preprocessing as ``image_spec`` (a
     :class:`~pgmm_core.preprocessing.ImageSpec` of size ``S``), and its config model gives the same
     spec without building the tower (``config.image_spec()``), so that ``data check``, ``report``
-    and captioning never build a tower to learn it. The config must have a ``freeze`` field; a frozen tower is stored in the run's precision
-    (bf16/fp16) by the trainer, so it must accept float32 pixels whatever its own dtype.
+    and captioning never build a tower to learn it. The config must have a ``freeze`` field; a
+    frozen tower is stored in the run's precision (bf16/fp16) by the trainer, so it must accept
+    float32 pixels whatever its own dtype.
     """
 
     kind: ClassVar[str] = "vision"
