@@ -26,6 +26,9 @@ class MapConfig(ComponentConfig):
 class MaskBlindConfig(ComponentConfig):
     type: Literal["mask_blind"] = "mask_blind"
 
+class ClipAlwaysConfig(ComponentConfig):
+    type: Literal["clip_always"] = "clip_always"
+
 @hookimpl
 def pgmm_register_vision_encoders(registrar):
     registrar.add("feature_map", "pgmm_bad_impl:FeatureMap", MapConfig, description="returns B×C×h×w")
@@ -33,18 +36,26 @@ def pgmm_register_vision_encoders(registrar):
 @hookimpl
 def pgmm_register_connectors(registrar):
     registrar.add("mask_blind", "pgmm_bad_impl:build_mask_blind", MaskBlindConfig, description="ignores masks")
+
+@hookimpl
+def pgmm_register_datasets(registrar):
+    registrar.add("clip_always", "pgmm_bad_impl:build_clip_always", ClipAlwaysConfig,
+                  description="normalises with CLIP's statistics whatever the encoder")
 '''
 
 BROKEN_IMPL = '''
 import torch
 from torch import nn
 
+from pgmm_core.preprocessing import clip_spec
+
 class FeatureMap(nn.Module):
-    """Forgets to flatten its feature map to tokens."""
+    """Forgets to flatten its feature map to tokens; its config cannot tell its image spec."""
     def __init__(self, config):
         super().__init__()
         self.conv = nn.Conv2d(3, 8, 8, stride=8)
         self.out_features, self.image_size, self.frozen = 8, 32, config.freeze
+        self.image_spec = clip_spec(32)
     def forward(self, pixel_values):
         return self.conv(pixel_values)
 
@@ -59,10 +70,30 @@ class MaskBlind(nn.Module):
 
 def build_mask_blind(config, *, encoder_width):
     return MaskBlind(encoder_width)
+
+class ClipAlways:
+    """Ignores the image spec it is given: noise images normalised with CLIP's mean/std."""
+    def __init__(self, split, size):
+        self.split, self.size = split, size
+    def __len__(self):
+        return 4
+    def __getitem__(self, index):
+        if not 0 <= index < 4:
+            raise IndexError(index)
+        raw = torch.rand(3, self.size, self.size, generator=torch.Generator().manual_seed(index))
+        mean = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(3, 1, 1)
+        std = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(3, 1, 1)
+        image = (raw - mean) / std
+        if self.split == "train":
+            return {"image": image, "caption": "noise", "image_id": f"noise_{index}"}
+        return {"image": image, "image_id": index, "references": ["noise"]}
+
+def build_clip_always(config, *, split, image_spec, image_size):
+    return ClipAlways(split, image_size)
 '''
 
 TESTS = '''
-from pgmm_core.testing.contracts import ConnectorContract, VisionEncoderContract
+from pgmm_core.testing.contracts import ConnectorContract, DatasetContract, VisionEncoderContract
 
 class TestFeatureMap(VisionEncoderContract):
     component = "feature_map"
@@ -70,6 +101,10 @@ class TestFeatureMap(VisionEncoderContract):
 
 class TestMaskBlind(ConnectorContract):
     component = "mask_blind"
+    distribution = "pgmm-bad"
+
+class TestClipAlways(DatasetContract):
+    component = "clip_always"
     distribution = "pgmm-bad"
 
 class TestNotInstalled(VisionEncoderContract):
@@ -108,15 +143,21 @@ def test_contracts_catch_broken_components(tmp_path):
     assert result.returncode == 1, out[-3000:]
     for failing in ("TestFeatureMap::test_plugin_module_imports_without_torch",
                     "TestFeatureMap::test_outputs_tokens",
+                    "TestFeatureMap::test_config_gives_the_image_spec_without_building",
                     "TestMaskBlind::test_plugin_module_imports_without_torch",
                     "TestMaskBlind::test_masked_vision_tokens_are_ignored",
+                    "TestClipAlways::test_normalises_with_the_encoders_statistics",
                     "TestNotInstalled::test_registered_by_its_distribution"):
         assert f"FAILED test_bad.py::{failing}" in out, out[-6000:]
     assert "flatten feature maps to tokens" in out
+    assert "MapConfig needs an image_spec() method" in out
+    assert "normalise with the image_spec the factory received" in out
     assert "masked vision tokens changed the output" in out
     assert "imported ['torch']" in out
     assert "distribution pgmm-nowhere is not installed" in out
-    for passing in ("TestFeatureMap::test_config_round_trip", "TestMaskBlind::test_outputs_query_tokens"):
+    for passing in ("TestFeatureMap::test_config_round_trip", "TestFeatureMap::test_declares_its_image_spec",
+                    "TestMaskBlind::test_outputs_query_tokens", "TestClipAlways::test_train_items",
+                    "TestClipAlways::test_eval_items"):
         assert f"PASSED test_bad.py::{passing}" in out
 
 

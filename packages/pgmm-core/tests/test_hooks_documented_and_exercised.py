@@ -22,6 +22,7 @@ from pgmm_core.callbacks.configs import EarlyStoppingConfig
 from pgmm_core.devices.configs import CpuConfig
 from pgmm_core.hookspecs import hookimpl
 from pgmm_core.plugins import PluginHost
+from pgmm_core.preprocessing import clip_spec
 from pgmm_core.testing import tiny_config
 from pgmm_data.configs import SyntheticShapesConfig
 from pgmm_pangu.configs import TinyOpenPanguConfig
@@ -208,6 +209,8 @@ def test_registration_hooks_register_components_that_pgmm_builds(recorded_run):
     splits = sorted(context["split"] for kind, context in plugin.built if kind == "dataset")
     assert splits == ["train", "val"]
     assert all(context.get("image_size") == 32 for kind, context in plugin.built if kind == "dataset")
+    specs = {context.get("image_spec") for kind, context in plugin.built if kind == "dataset"}
+    assert specs == {clip_spec(32)}  # the (EVA) vision encoder's preprocessing
 
 
 def test_event_hooks_reach_installed_plugins_and_run_callbacks(recorded_run):

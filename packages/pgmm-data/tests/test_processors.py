@@ -181,3 +181,64 @@ def test_random_augment_autocontrast_and_equalize_are_pil_ops():
 
     assert randaugment.OPS["AutoContrast"](image, 5).tobytes() == ImageOps.autocontrast(image).tobytes()
     assert randaugment.OPS["Equalize"](image, 5).tobytes() == ImageOps.equalize(image).tobytes()
+
+
+# --- processors take the vision encoder's image spec ------------------------------------------------
+
+
+def _lavis_blip_image_eval(size):
+    """LAVIS ``BlipImageEvalProcessor`` as it stands: Resize((s, s), bicubic) + ToTensor + Normalize(CLIP)."""
+    return T.Compose([T.Resize((size, size), interpolation=InterpolationMode.BICUBIC), T.ToTensor(),
+                      T.Normalize(CLIP_MEAN, CLIP_STD)])
+
+
+def test_eva_spec_eval_transform_is_lavis_blip_image_eval_bit_for_bit():
+    from pgmm_core.preprocessing import eval_transform
+    from pgmm_vision.configs import EvaViTGConfig
+
+    astronaut = photo(0, (512, 512)).convert("RGB")  # a real photograph (skimage.data.astronaut)
+    spec = EvaViTGConfig(image_size=224).image_spec()
+    ours = eval_transform(spec)(astronaut)
+    assert ours.shape == (3, 224, 224)
+    assert torch.equal(ours, _lavis_blip_image_eval(224)(astronaut))
+    assert torch.equal(blip_image_eval(spec)(astronaut), ours)
+    assert torch.equal(blip_image_eval(224)(astronaut), ours)  # a bare size still means LAVIS' spec
+
+
+def test_train_transforms_take_the_specs_statistics_and_interpolation(image):
+    from pgmm_core.preprocessing import IMAGENET_MEAN, IMAGENET_STD, ImageSpec
+
+    spec = ImageSpec(size=20, mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bilinear", crop_pct=0.9)
+    reference = T.Compose([
+        T.RandomResizedCrop(20, scale=(0.5, 1.0), interpolation=InterpolationMode.BILINEAR),
+        T.RandomHorizontalFlip(),
+        T.ToTensor(),
+        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+    for transform in (blip2_image_train(spec), image_processor("blip2_image_train", spec, train=True)):
+        for seed in range(3):
+            torch.manual_seed(seed)
+            ours = transform(image)
+            torch.manual_seed(seed)
+            assert torch.equal(ours, reference(image))
+    torch.manual_seed(0)
+    with_randaugment = blip_image_train(spec)(image)
+    assert with_randaugment.shape == (3, 20, 20)
+    assert blip_image_train(spec).transforms[0].interpolation == InterpolationMode.BILINEAR
+
+
+@pytest.mark.parametrize("name", ["blip2_image_train", "eval"])
+def test_a_solid_colour_is_normalised_with_the_specs_statistics(name):
+    from pgmm_core.preprocessing import IMAGENET_MEAN, IMAGENET_STD, ImageSpec
+
+    colour = (200, 100, 50)
+    solid = Image.new("RGB", (40, 30), colour)  # crops, flips and resizes leave it solid
+    spec = ImageSpec(size=16, mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bicubic", crop_pct=0.875)
+    pixels = image_processor(name, spec, train=name != "eval")(solid)
+    assert pixels.shape == (3, 16, 16)
+    for channel, value in enumerate(colour):
+        expected = (np.float32(value) / np.float32(255) - np.float32(IMAGENET_MEAN[channel])) / np.float32(
+            IMAGENET_STD[channel])
+        assert torch.all(pixels[channel] == torch.tensor(expected)), channel
+        clip = (value / 255 - CLIP_MEAN[channel]) / CLIP_STD[channel]
+        assert abs(float(pixels[channel, 0, 0]) - clip) > 0.01  # not CLIP's normalisation

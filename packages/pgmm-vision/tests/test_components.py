@@ -50,6 +50,18 @@ def test_eva_tower_outputs_all_tokens_and_lavis_keys(build):
     assert tower.model.blocks[0].norm1.eps == 1e-6
 
 
+def test_eva_keeps_lavis_preprocessing(host, build):
+    from pgmm_core.preprocessing import ImageSpec
+
+    # LAVIS BlipImageBaseProcessor's defaults (OpenAI CLIP statistics), blip_image_eval's bicubic Resize
+    lavis = ImageSpec(size=28, mean=(0.48145466, 0.4578275, 0.40821073),
+                      std=(0.26862954, 0.26130258, 0.27577711), interpolation="bicubic", crop_pct=1.0)
+    config = host.registry("vision").get("eva_vit_g").config_model.model_validate(TINY_EVA)
+    assert config.image_spec() == lavis
+    tower = build("vision", TINY_EVA)
+    assert tower.image_spec == lavis and tower.image_size == 28
+
+
 def test_frozen_tower_stays_in_eval_and_out_of_autograd(build):
     tower = build("vision", {**TINY_EVA, "drop_path_rate": 0.5})
     assert not any(p.requires_grad for p in tower.parameters())
@@ -164,6 +176,45 @@ def test_timm_vit_tower_discovers_its_width(build):
     tower = build("vision", {"type": "timm", "model_name": "test_vit"})
     assert tower.out_features == 64 and tower.image_size == 160
     assert tower(torch.randn(1, 3, 160, 160)).shape == (1, 101, 64)
+
+
+def test_timm_tower_takes_timms_data_config_and_the_config_tells_it_without_a_model(host, build, monkeypatch):
+    import timm
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_model_data_config
+
+    from pgmm_core.preprocessing import ImageSpec
+
+    fields = {"type": "timm", "model_name": "test_byobnet", "image_size": 64}  # ImageNet-trained defaults
+    tower = build("vision", fields)
+    timms = resolve_model_data_config(tower.model, args={"input_size": (3, 64, 64)})
+    assert tower.image_spec == ImageSpec(size=64, mean=timms["mean"], std=timms["std"],
+                                         interpolation=timms["interpolation"], crop_pct=timms["crop_pct"])
+    assert tower.image_spec.mean == tuple(IMAGENET_DEFAULT_MEAN) and tower.image_spec.std == tuple(IMAGENET_DEFAULT_STD)
+    config = host.registry("vision").get("timm").config_model.model_validate(fields)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("resolving the image spec built a model")
+
+    monkeypatch.setattr(timm, "create_model", no_model)
+    assert config.image_spec() == tower.image_spec
+    default_size = host.registry("vision").get("timm").config_model.model_validate({**fields, "image_size": None})
+    assert default_size.image_spec().size == 160  # the pretrained config's input size
+
+
+def test_timm_preprocessing_fields_beat_the_models_config(host, build):
+    from pgmm_core.preprocessing import ImageSpec
+
+    fields = {"type": "timm", "model_name": "test_byobnet", "image_size": 64, "image_mean": [0.5, 0.5, 0.5],
+              "image_std": [0.5, 0.5, 0.5], "interpolation": "bilinear", "crop_pct": 1.0}
+    expected = ImageSpec(size=64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear")
+    config = host.registry("vision").get("timm").config_model.model_validate(fields)
+    assert config.image_spec() == expected
+    assert build("vision", fields).image_spec == expected
+    model = host.registry("vision").get("timm").config_model
+    with pytest.raises(ValidationError, match="image_std must be positive"):
+        model.model_validate({**fields, "image_std": [0.5, 0.0, 0.5]})
+    with pytest.raises(ValidationError, match="interpolation"):
+        model.model_validate({**fields, "interpolation": "random"})
 
 
 def test_timm_cnn_feature_map_becomes_tokens(build):

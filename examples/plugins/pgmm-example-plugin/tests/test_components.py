@@ -28,6 +28,23 @@ def test_tokens_are_the_flattened_feature_map():
     torch.testing.assert_close(tokens[:, 1], feature_map[:, :, 0, 1])  # row-major positions
 
 
+def test_the_cnn_declares_timms_preprocessing_and_the_dataset_applies_it(tmp_path):
+    from PIL import Image
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    config = CnnTokensConfig(model_name="convnext_atto", image_size=64, model_kwargs=KWARGS)
+    spec = build_cnn_tokens(config).image_spec
+    assert (spec.size, spec.mean, spec.std) == (64, tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD))
+    assert config.image_spec() == spec  # known without building the CNN
+    Image.new("RGB", (64, 64), (255, 0, 128)).save(tmp_path / "solid.png")
+    (tmp_path / "captions.json").write_text(json.dumps({"solid.png": "a pink square"}), encoding="utf-8")
+    pixels = build_image_folder_captions(ImageFolderCaptionsConfig(root=str(tmp_path)), split="val",
+                                         image_spec=spec)[0]["image"]
+    for channel, value in enumerate((255, 0, 128)):
+        expected = (value / 255 - IMAGENET_DEFAULT_MEAN[channel]) / IMAGENET_DEFAULT_STD[channel]
+        torch.testing.assert_close(pixels[channel], torch.full((64, 64), expected), rtol=0, atol=1e-6)
+
+
 def test_local_weights_are_loaded(tmp_path):
     import timm
     from safetensors.torch import save_file

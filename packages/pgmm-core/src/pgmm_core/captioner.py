@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,17 +11,11 @@ import torch
 
 from pgmm_core.config.sections import GenerationSection
 from pgmm_core.errors import DataError
+from pgmm_core.preprocessing import ImageSpec, encoder_image_spec, eval_transform
+
+logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
-
-def eval_transform(image_size: int) -> Any:
-    """LAVIS ``blip_image_eval`` (from pgmm-data): the preprocessing the model was evaluated with."""
-    try:
-        from pgmm_data.processors import blip_image_eval
-    except ImportError:  # pragma: no cover - pgmm-core depends on pgmm-data
-        raise DataError("captioning needs pgmm-data's processors: pip install pgmm-data") from None
-    return blip_image_eval(image_size)
 
 
 def expand_image_paths(items: Iterable[str | Path]) -> list[Path]:
@@ -36,10 +31,9 @@ def expand_image_paths(items: Iterable[str | Path]) -> list[Path]:
 
 
 def load_rgb(path: Path, max_pixels: int | None = None) -> Any:
-    """Decode an image the way pgmm-data's datasets do (grayscale, CMYK, RGBA and 16-bit images
-    converted to 8-bit RGB; decompression bombs refused), or raise :class:`DataError`."""
-    from pgmm_data.configs import DEFAULT_MAX_IMAGE_PIXELS
-    from pgmm_data.images import BadImage, open_rgb
+    """Decode an image the way the datasets do (grayscale, CMYK, RGBA and 16-bit images converted to
+    8-bit RGB; decompression bombs refused), or raise :class:`DataError`."""
+    from pgmm_core.images import DEFAULT_MAX_IMAGE_PIXELS, BadImage, open_rgb
 
     try:
         return open_rgb(str(path), max_pixels or DEFAULT_MAX_IMAGE_PIXELS)
@@ -48,16 +42,22 @@ def load_rgb(path: Path, max_pixels: int | None = None) -> Any:
 
 
 class Captioner:
-    """A model plus the preprocessing, device and precision it runs with."""
+    """A model plus the preprocessing, device and precision it runs with.
 
-    def __init__(self, model: Any, *, device: torch.device, policy: Any, image_size: int,
+    ``image_spec`` is the preprocessing images get (default: the model's vision encoder's); from a
+    run it is the one the run trained with (:func:`pgmm_core.preprocessing.run_image_spec`).
+    """
+
+    def __init__(self, model: Any, *, device: torch.device, policy: Any, image_spec: ImageSpec | None = None,
                  generation: GenerationSection | None = None) -> None:
         self.model = model.eval()
         self.device = device
         self.policy = policy
-        self.image_size = image_size
+        self.image_spec = image_spec or encoder_image_spec(model.vision)
+        self.image_size = self.image_spec.size
         self.generation = generation or GenerationSection()
-        self.transform = eval_transform(image_size)
+        self.transform = eval_transform(self.image_spec)
+        self.run: Any = None  # the LoadedRun, when made by from_run
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, checkpoint: str = "best", overrides: Sequence[str] = (),
@@ -68,6 +68,7 @@ class Captioner:
         trained on another machine, or ``device.type=cpu``.
         """
         from pgmm_core.devices.select import select_device_backend
+        from pgmm_core.preprocessing import run_image_spec
         from pgmm_core.runs import load_run
         from pgmm_core.train.loop import apply_precision_policy
 
@@ -77,7 +78,9 @@ class Captioner:
         policy = backend.precision_policy()
         apply_precision_policy(run.model, policy)
         run.model.to(device)
-        captioner = cls(run.model, device=device, policy=policy, image_size=run.model.vision.image_size,
+        spec = run_image_spec(run.run_dir, run.config, run.model.vision)
+        logger.debug("captioning with %s on %s", spec, device)
+        captioner = cls(run.model, device=device, policy=policy, image_spec=spec,
                         generation=run.config.eval.generation)
         captioner.run = run
         return captioner

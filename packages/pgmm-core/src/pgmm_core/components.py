@@ -12,13 +12,22 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from pgmm_core.preprocessing import ImageSpec
+
 
 @runtime_checkable
 class VisionEncoder(Protocol):
-    """An image tower. ``forward(pixel_values: B×3×H×W) -> B×N×out_features`` (all tokens)."""
+    """An image tower. ``forward(pixel_values: B×3×H×W) -> B×N×out_features`` (all tokens).
+
+    ``image_spec`` is the preprocessing its pixels need (size, mean/std, interpolation, crop), as the
+    tower was trained: datasets, the evaluator and the Captioner prepare images by it.
+    ``image_size`` equals ``image_spec.size``. Its config model gives the same spec without building
+    the tower (``config.image_spec()``).
+    """
 
     out_features: int
     image_size: int
+    image_spec: ImageSpec
     frozen: bool
 
     def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor: ...

@@ -36,6 +36,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "val", data_file: str | No
     from pgmm_core.devices.select import select_device_backend
     from pgmm_core.evaluation import evaluate_dataset
     from pgmm_core.metrics import format_table
+    from pgmm_core.preprocessing import run_image_spec
     from pgmm_core.runs import load_run
     from pgmm_core.train import checkpoint as ckpt
     from pgmm_core.train.distributed import DistEnv, destroy_process_group, init_process_group
@@ -69,10 +70,11 @@ def evaluate_run(run_dir: str | Path, *, split: str = "val", data_file: str | No
         out = Path(out_dir) if out_dir else run.run_dir / "eval" / f"{split}-step{run.step:06d}"
         if env.is_main and (out / "metrics.json").is_file():
             print(f"replacing the earlier evaluation in {out}" + ("" if out_dir else " (--out DIR keeps it)"))
+        image_spec = run_image_spec(run.run_dir, config, run.model.vision)
         merged: dict[str, Any] = {}
         for i, dataset_config in enumerate(datasets_config):
-            dataset = config.host.build("dataset", dataset_config, split=split,
-                                        image_size=run.model.vision.image_size)
+            dataset = config.host.build("dataset", dataset_config, split=split, image_spec=image_spec,
+                                        image_size=image_spec.size)
             result = evaluate_dataset(
                 run.model, dataset, generation=config.eval.generation,
                 batch_size=config.data.eval_batch_size or config.data.batch_size,

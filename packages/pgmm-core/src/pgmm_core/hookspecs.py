@@ -50,7 +50,8 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 @hookspec
 def pgmm_register_vision_encoders(registrar: Registrar) -> None:
-    """Add vision towers. Factory: ``factory(config) -> VisionEncoder``."""
+    """Add vision towers. Factory: ``factory(config) -> VisionEncoder`` (with its ``image_spec``; the
+    config model's ``image_spec()`` gives the same spec without building the tower)."""
 
 
 @hookspec
@@ -70,7 +71,12 @@ def pgmm_register_llm_backends(registrar: Registrar) -> None:
 
 @hookspec
 def pgmm_register_datasets(registrar: Registrar) -> None:
-    """Add datasets. Factory: ``factory(config, *, split, image_size) -> CaptionDataset``."""
+    """Add datasets. Factory: ``factory(config, *, split, image_spec, image_size) -> CaptionDataset``.
+
+    ``image_spec`` is the vision encoder's :class:`~pgmm_core.preprocessing.ImageSpec` (size, mean/std,
+    interpolation, crop): prepare images by it, e.g. with ``pgmm_core.preprocessing.eval_transform``;
+    augmentation is the dataset config's choice. ``image_size`` (= ``image_spec.size``) is still passed
+    for factories written before specs existed."""
 
 
 @hookspec

@@ -11,10 +11,14 @@ import base64
 import html
 import io
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from pgmm_core.errors import ConfigError
+from pgmm_core.preprocessing import ImageSpec, denormalize, run_image_spec
+
+logger = logging.getLogger(__name__)
 
 # Panels of the metrics chart: CIDEr (0-10) gets its own axis, or it flattens the 0-1 scores.
 METRIC_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -81,16 +85,11 @@ def metrics_figure(metrics: list[dict[str, Any]]) -> Any:
     return fig
 
 
-def _thumbnail(pixels: Any) -> bytes:
-    """A preprocessed (CLIP-normalised) image tensor back to PNG bytes."""
-    import torch
+def _thumbnail(pixels: Any, spec: ImageSpec) -> bytes:
+    """A preprocessed image tensor back to PNG bytes (de-normalised with the run's statistics)."""
     from torchvision.transforms.functional import to_pil_image
 
-    from pgmm_data.processors import CLIP_MEAN, CLIP_STD
-
-    mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(3, 1, 1)
-    image = to_pil_image((pixels.float() * std + mean).clamp(0, 1))
+    image = to_pil_image(denormalize(pixels, spec))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
@@ -101,17 +100,18 @@ def _gallery(run_dir: Path, config: Any, results: list[dict[str, Any]], count: i
     if not results or not config.data.val:
         return []
     captions = {r["image_id"]: r["caption"] for r in results}
-    image_size = getattr(config.model.vision, "image_size", None) or 224
-    dataset = config.host.build("dataset", config.data.val[0], split="val", image_size=image_size)
+    spec = run_image_spec(run_dir, config)
+    dataset = config.host.build("dataset", config.data.val[0], split="val", image_spec=spec, image_size=spec.size)
     samples = []
     for index in range(min(len(dataset), count * 2)):
         item = dataset[index]
         if "bad" in item or item["image_id"] not in captions:
             continue
-        samples.append({"image": _thumbnail(item["image"]), "image_id": item["image_id"],
+        samples.append({"image": _thumbnail(item["image"], spec), "image_id": item["image_id"],
                         "generated": captions[item["image_id"]], "references": item["references"]})
         if len(samples) == count:
             break
+    logger.info("report gallery: %d image(s) preprocessed with %s", len(samples), spec)
     return samples
 
 

@@ -67,14 +67,15 @@ class DatasetReport:
 
 def run(args: argparse.Namespace) -> int:
     from pgmm_core.config.loading import load_config
+    from pgmm_core.preprocessing import config_image_spec
 
     config = load_config(args.config, args.overrides)
     workers = max(1, args.workers if args.workers is not None else config.data.num_workers)
-    image_size = getattr(config.model.vision, "image_size", None) or 224
+    spec = config_image_spec(config.model.vision, config.host)  # the encoder's preprocessing, no weights
     reports: list[DatasetReport] = []
     for split in args.split or SPLITS:
         for ds_config in getattr(config.data, split):
-            dataset = config.host.build("dataset", ds_config, split=split, image_size=image_size)
+            dataset = config.host.build("dataset", ds_config, split=split, image_spec=spec, image_size=spec.size)
             reports.append(check_dataset(dataset, ds_config, split, workers=workers,
                                          headers_only=args.headers_only, show=args.show))
     limit = config.data.max_bad_fraction
@@ -151,7 +152,7 @@ def _check_items(dataset: Any, ds_config: Any, split: str, *, show: int) -> Data
 
 def inspect_image(task: tuple[str, int, bool]) -> tuple[str, str] | None:
     """``(kind, reason)`` when the image cannot be used, else None (runs in worker processes)."""
-    from pgmm_data.images import BadImage, check_header, open_rgb
+    from pgmm_core.images import BadImage, check_header, open_rgb
 
     path, max_pixels, headers_only = task
     try:

@@ -15,9 +15,7 @@ from pydantic import Field, model_validator
 
 from pgmm_core.config.files import RequiredPath
 from pgmm_core.config.sections import ComponentConfig
-
-# PIL's own default (Image.MAX_IMAGE_PIXELS): about 9459 x 9459.
-DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+from pgmm_core.images import DEFAULT_MAX_IMAGE_PIXELS
 
 
 def under(root: Path, value: str | None) -> Path | None:

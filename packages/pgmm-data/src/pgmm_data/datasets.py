@@ -19,6 +19,8 @@ from typing import Any, Callable
 import numpy as np
 
 from pgmm_core.errors import DataError
+from pgmm_core.images import BadImage, open_rgb
+from pgmm_core.preprocessing import ImageSpec
 from pgmm_data.annotations import (
     Annotations,
     StringTable,
@@ -30,8 +32,7 @@ from pgmm_data.annotations import (
     references_from,
 )
 from pgmm_data.configs import under
-from pgmm_data.images import BadImage, open_rgb
-from pgmm_data.processors import blip_caption, image_processor
+from pgmm_data.processors import blip_caption, dataset_image_spec, image_processor
 
 
 class CaptionTrainSet:
@@ -95,10 +96,10 @@ class CaptionEvalSet:
                 "references": self.references_of(index)}
 
 
-def _serve(config: Any, annotations: Annotations, *, kind: str, split: str, image_size: int,
+def _serve(config: Any, annotations: Annotations, *, kind: str, split: str, image_spec: ImageSpec,
            references: tuple[StringTable, np.ndarray] | None = None) -> CaptionTrainSet | CaptionEvalSet:
     train = split == "train"
-    transform = image_processor(config.image_processor, image_size, train=train,
+    transform = image_processor(config.image_processor, image_spec, train=train,
                                 min_scale=config.min_scale, max_scale=config.max_scale)
     name = f"{kind}[{split}]"
     if train:
@@ -133,7 +134,9 @@ def coco_ground_truth_path(config: Any, root: Path, split: str) -> Path | None:
     return None
 
 
-def build_coco_caption(config: Any, *, split: str, image_size: int) -> CaptionTrainSet | CaptionEvalSet:
+def build_coco_caption(config: Any, *, split: str, image_spec: ImageSpec | None = None,
+                       image_size: int | None = None) -> CaptionTrainSet | CaptionEvalSet:
+    image_spec = dataset_image_spec(image_spec, image_size)
     root = Path(config.root).expanduser()
     karpathy_split = config.split or split
     annotation = under(root, config.annotation) or root / "annotations" / f"coco_karpathy_{karpathy_split}.json"
@@ -145,30 +148,34 @@ def build_coco_caption(config: Any, *, split: str, image_size: int) -> CaptionTr
         gt_path = coco_ground_truth_path(config, root, karpathy_split)
         if gt_path is not None:
             references = references_from(load_coco_ground_truth(gt_path), annotations, gt_path)
-    return _serve(config, annotations, kind="coco_caption", split=split, image_size=image_size,
+    return _serve(config, annotations, kind="coco_caption", split=split, image_spec=image_spec,
                   references=references)
 
 
 # --- vg_caption -------------------------------------------------------------------------------------------
 
 
-def build_vg_caption(config: Any, *, split: str, image_size: int) -> CaptionTrainSet | CaptionEvalSet:
+def build_vg_caption(config: Any, *, split: str, image_spec: ImageSpec | None = None,
+                     image_size: int | None = None) -> CaptionTrainSet | CaptionEvalSet:
+    image_spec = dataset_image_spec(image_spec, image_size)
     root = Path(config.root).expanduser()
     annotation = under(root, config.annotation) or root / "annotations" / "vg_caption.json"
     image_root = _image_root(root, config.image_root)
     annotations = load_vg_captions(annotation, image_root, config.path_prefix)
     check_images_exist(annotations, "set 'root' (or 'image_root') to the folder holding VG_100K/ and VG_100K_2/, "
                        "or 'path_prefix' to the annotation's own prefix")
-    return _serve(config, annotations, kind="vg_caption", split=split, image_size=image_size)
+    return _serve(config, annotations, kind="vg_caption", split=split, image_spec=image_spec)
 
 
 # --- jsonl_captions ---------------------------------------------------------------------------------------
 
 
-def build_jsonl_captions(config: Any, *, split: str, image_size: int) -> CaptionTrainSet | CaptionEvalSet:
+def build_jsonl_captions(config: Any, *, split: str, image_spec: ImageSpec | None = None,
+                         image_size: int | None = None) -> CaptionTrainSet | CaptionEvalSet:
+    image_spec = dataset_image_spec(image_spec, image_size)
     path = Path(config.path).expanduser()
     image_root = path.parent if config.image_root is None else path.parent / Path(config.image_root).expanduser()
     annotations = load_jsonl_captions(path, image_root)
     check_images_exist(annotations, "relative image paths are relative to 'image_root' (default: the JSONL file's "
                        "folder)")
-    return _serve(config, annotations, kind="jsonl_captions", split=split, image_size=image_size)
+    return _serve(config, annotations, kind="jsonl_captions", split=split, image_spec=image_spec)

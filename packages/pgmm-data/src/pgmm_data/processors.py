@@ -1,27 +1,36 @@
-"""LAVIS' image and text processors.
+"""LAVIS' image and text processors, with the vision encoder's preprocessing.
 
 =====================  ==========================================================================
-``blip2_image_train``  RandomResizedCrop(size, scale=(0.5, 1.0), bicubic) + RandomHorizontalFlip
-                       + ToTensor + Normalize(CLIP mean/std)
+``blip2_image_train``  RandomResizedCrop(size, scale=(0.5, 1.0), interpolation) + RandomHorizontalFlip
+                       + ToTensor + Normalize(mean, std)
 ``blip_image_train``   the same with LAVIS' RandomAugment(2, 5) after the flip (:mod:`.randaugment`)
-``blip_image_eval``    Resize((size, size), bicubic) + ToTensor + Normalize
+``blip_image_eval``    the encoder's eval transform (:func:`pgmm_core.preprocessing.eval_transform`):
+                       Resize((size, size), interpolation) + ToTensor + Normalize
 ``blip_caption``       lowercase; ``.!"()*#:;~`` -> space; runs of 2+ whitespace -> one space;
                        strip trailing newlines, then spaces; keep the first ``max_words`` words;
                        prepend the prompt
 =====================  ==========================================================================
 
+Size, mean/std and interpolation come from the vision encoder's :class:`~pgmm_core.preprocessing.ImageSpec`
+(the dataset factory receives it); what augmentation to apply is the dataset config's choice. For
+EVA-ViT-g the spec is LAVIS' own (CLIP mean/std, bicubic), so these are LAVIS' processors bit for
+bit. An int instead of a spec means that size with LAVIS' spec, as before specs existed.
+
 The random parts are torchvision's own transforms (same RNG draws as LAVIS). ToTensor + Normalize
-are fused into :class:`ToNormalizedTensor`, which does the same float operations in the same order
-(bit-identical output) in one buffer.
+are fused into :class:`~pgmm_core.preprocessing.ToNormalizedTensor`, which does the same float
+operations in the same order (bit-identical output) in one buffer.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Callable
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from pgmm_core.preprocessing import CLIP_MEAN, CLIP_STD, ImageSpec, ToNormalizedTensor, clip_spec, eval_transform
+from pgmm_core.preprocessing import interpolation_mode, normalize
+
+__all__ = ["CLIP_MEAN", "CLIP_STD", "ToNormalizedTensor", "as_spec", "blip2_image_train", "blip_caption",
+           "blip_image_eval", "blip_image_train", "dataset_image_spec", "image_processor"]
 
 _PUNCTUATION = re.compile(r"([.!\"()*#:;~])")
 _SPACES = re.compile(r"\s{2,}")
@@ -42,70 +51,50 @@ def blip_caption(caption: str, max_words: int = 50, prompt: str = "") -> str:
     return prompt + caption
 
 
-class ToNormalizedTensor:
-    """``Normalize(mean, std)(ToTensor()(image))`` for 8-bit RGB PIL images, bit for bit.
-
-    Same operations as torchvision (uint8 -> float32, / 255, - mean, / std, each rounded to float32),
-    done in place in one CHW buffer instead of through successive temporaries (about 1.5x faster).
-    """
-
-    def __init__(self, mean: tuple[float, ...] = CLIP_MEAN, std: tuple[float, ...] = CLIP_STD) -> None:
-        self.mean = tuple(mean)
-        self.std = tuple(std)
-
-    def __call__(self, image: Any) -> Any:
-        import numpy as np
-        import torch
-
-        if getattr(image, "mode", None) != "RGB":
-            raise ValueError(f"expected an RGB PIL image, got {getattr(image, 'mode', type(image).__name__)}")
-        pixels = torch.from_numpy(np.array(image))  # H×W×3 uint8 (a writable copy: from_numpy wants one)
-        out = torch.empty((3, pixels.shape[0], pixels.shape[1]), dtype=torch.float32)
-        out.copy_(pixels.permute(2, 0, 1))
-        out.div_(255)
-        mean = torch.as_tensor(self.mean, dtype=torch.float32).view(-1, 1, 1)
-        std = torch.as_tensor(self.std, dtype=torch.float32).view(-1, 1, 1)
-        return out.sub_(mean).div_(std)
-
-    def __repr__(self) -> str:
-        return f"ToNormalizedTensor(mean={self.mean}, std={self.std})"
+def as_spec(spec: ImageSpec | int) -> ImageSpec:
+    """A spec as given; a bare size is LAVIS' CLIP spec at that size (callers from before specs)."""
+    return spec if isinstance(spec, ImageSpec) else clip_spec(int(spec))
 
 
-def blip_image_eval(image_size: int) -> Callable:
+def dataset_image_spec(image_spec: ImageSpec | None, image_size: int | None) -> ImageSpec:
+    """The vision encoder's spec the factory received; a caller that passes only ``image_size`` (from
+    before specs existed) gets LAVIS' CLIP spec at that size, as every dataset used then."""
+    if image_spec is not None:
+        return image_spec
+    if image_size is None:
+        raise TypeError("a dataset factory needs image_spec= (or, from older callers, image_size=)")
+    return as_spec(image_size)
+
+
+def blip_image_eval(spec: ImageSpec | int) -> Callable:
+    return eval_transform(as_spec(spec))
+
+
+def _random_crop_flip(spec: ImageSpec, min_scale: float, max_scale: float) -> list:
     from torchvision import transforms
-    from torchvision.transforms import InterpolationMode
 
-    return transforms.Compose([
-        transforms.Resize((image_size, image_size), interpolation=InterpolationMode.BICUBIC),
-        ToNormalizedTensor(),
-    ])
-
-
-def blip2_image_train(image_size: int, min_scale: float = 0.5, max_scale: float = 1.0) -> Callable:
-    from torchvision import transforms
-    from torchvision.transforms import InterpolationMode
-
-    return transforms.Compose([
-        transforms.RandomResizedCrop(image_size, scale=(min_scale, max_scale),
-                                     interpolation=InterpolationMode.BICUBIC),
+    return [
+        transforms.RandomResizedCrop(spec.size, scale=(min_scale, max_scale),
+                                     interpolation=interpolation_mode(spec.interpolation)),
         transforms.RandomHorizontalFlip(),
-        ToNormalizedTensor(),
-    ])
+    ]
 
 
-def blip_image_train(image_size: int, min_scale: float = 0.5, max_scale: float = 1.0) -> Callable:
+def blip2_image_train(spec: ImageSpec | int, min_scale: float = 0.5, max_scale: float = 1.0) -> Callable:
     from torchvision import transforms
-    from torchvision.transforms import InterpolationMode
+
+    spec = as_spec(spec)
+    return transforms.Compose([*_random_crop_flip(spec, min_scale, max_scale), normalize(spec)])
+
+
+def blip_image_train(spec: ImageSpec | int, min_scale: float = 0.5, max_scale: float = 1.0) -> Callable:
+    from torchvision import transforms
 
     from pgmm_data.randaugment import BLIP_OPS, RandomAugment
 
-    return transforms.Compose([
-        transforms.RandomResizedCrop(image_size, scale=(min_scale, max_scale),
-                                     interpolation=InterpolationMode.BICUBIC),
-        transforms.RandomHorizontalFlip(),
-        RandomAugment(2, 5, BLIP_OPS),
-        ToNormalizedTensor(),
-    ])
+    spec = as_spec(spec)
+    return transforms.Compose([*_random_crop_flip(spec, min_scale, max_scale), RandomAugment(2, 5, BLIP_OPS),
+                               normalize(spec)])
 
 
 TRAIN_PROCESSORS: dict[str, Callable[..., Callable]] = {
@@ -114,9 +103,9 @@ TRAIN_PROCESSORS: dict[str, Callable[..., Callable]] = {
 }
 
 
-def image_processor(name: str, image_size: int, *, train: bool, min_scale: float = 0.5,
+def image_processor(name: str, spec: ImageSpec | int, *, train: bool, min_scale: float = 0.5,
                     max_scale: float = 1.0) -> Callable:
-    """The transform of a dataset split: ``name`` for training, ``blip_image_eval`` otherwise."""
+    """The transform of a dataset split: ``name`` for training, the encoder's eval transform otherwise."""
     if not train:
-        return blip_image_eval(image_size)
-    return TRAIN_PROCESSORS[name](image_size, min_scale, max_scale)
+        return blip_image_eval(spec)
+    return TRAIN_PROCESSORS[name](spec, min_scale, max_scale)

@@ -11,6 +11,7 @@ import math
 import random
 from typing import Any
 
+from pgmm_core.preprocessing import ImageSpec
 from pgmm_data.processors import blip_caption
 
 COLOURS = {
@@ -82,14 +83,16 @@ def render(seed: int, split: str, index: int, size: int) -> tuple[Any, tuple[str
 class SyntheticShapes:
     """The dataset object: train items carry one caption, eval items all references."""
 
-    def __init__(self, config: Any, *, split: str, image_size: int) -> None:
-        from pgmm_data.processors import blip_image_eval
+    def __init__(self, config: Any, *, split: str, image_spec: ImageSpec | None = None,
+                 image_size: int | None = None) -> None:
+        from pgmm_data.processors import blip_image_eval, dataset_image_spec
 
         self.config = config
         self.split = split
         self.name = f"synthetic_shapes[{split}]"
-        self.image_size = image_size
-        self.transform = blip_image_eval(image_size)
+        self.image_spec = dataset_image_spec(image_spec, image_size)
+        self.image_size = self.image_spec.size
+        self.transform = blip_image_eval(self.image_spec)
         self._length = min(config.num_samples, config.max_samples or config.num_samples)
 
     def __len__(self) -> int:
@@ -106,5 +109,6 @@ class SyntheticShapes:
         return {"image": pixels, "image_id": index, "references": references}
 
 
-def build_synthetic_shapes(config: Any, *, split: str, image_size: int) -> SyntheticShapes:
-    return SyntheticShapes(config, split=split, image_size=image_size)
+def build_synthetic_shapes(config: Any, *, split: str, image_spec: ImageSpec | None = None,
+                           image_size: int | None = None) -> SyntheticShapes:
+    return SyntheticShapes(config, split=split, image_spec=image_spec, image_size=image_size)

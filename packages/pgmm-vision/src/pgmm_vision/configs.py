@@ -9,8 +9,10 @@ from pydantic import Field, model_validator
 
 from pgmm_core.config.files import RequiredPath
 from pgmm_core.config.sections import ComponentConfig
+from pgmm_core.preprocessing import INTERPOLATIONS, ImageSpec, clip_spec
 
 Precision = Literal["fp32", "bf16", "fp16"]
+Interpolation = Literal[INTERPOLATIONS]  # type: ignore[valid-type]
 
 
 class EvaViTGConfig(ComponentConfig):
@@ -53,6 +55,10 @@ class EvaViTGConfig(ComponentConfig):
         _check_precision(self.precision, self.freeze)
         return self
 
+    def image_spec(self) -> ImageSpec:
+        """LAVIS' preprocessing (CLIP mean/std, bicubic resize, no crop): EVA-CLIP was trained with it."""
+        return clip_spec(self.image_size)
+
 
     def required_paths(self) -> list[RequiredPath]:
         """What ``validate`` checks exists (:mod:`pgmm_core.config.files`)."""
@@ -74,6 +80,14 @@ class TimmEncoderConfig(ComponentConfig):
     checkpoint: str | None = Field(
         None, description="Local weights file (.safetensors/.pth/.bin) in the model's timm layout; never downloaded.")
     image_size: int | None = Field(None, gt=0, description="Input size; default: the model's own.")
+    image_mean: tuple[float, float, float] | None = Field(
+        None, description="Normalisation mean (RGB); default: the model's pretrained config (timm's data config). "
+        "Set it when the checkpoint was trained with other statistics than the architecture's default weights.")
+    image_std: tuple[float, float, float] | None = Field(
+        None, description="Normalisation std (RGB); default: the model's pretrained config.")
+    interpolation: Interpolation | None = Field(None, description="Resize filter; default: the model's own.")
+    crop_pct: float | None = Field(
+        None, gt=0, le=1, description="Evaluation centre crop (1.0: resize only); default: the model's own.")
     model_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra timm.create_model arguments.")
     freeze: bool = True
     precision: Precision | None = None
@@ -90,8 +104,17 @@ class TimmEncoderConfig(ComponentConfig):
         if pretrained:
             raise ValueError(f"model_kwargs may not set {', '.join(pretrained)}: weights come only from "
                              "'checkpoint' (a local file) and the tower has no classifier")
+        if self.image_std is not None and min(self.image_std) <= 0:
+            raise ValueError(f"image_std must be positive, got {list(self.image_std)}")
         _check_precision(self.precision, self.freeze)
         return self
+
+    def image_spec(self) -> ImageSpec:
+        """timm's data config for ``model_name`` (its pretrained config; no weights, no model), with the
+        fields set here winning: timm's rule, user arguments over the model's config over defaults."""
+        from pgmm_vision.timm_encoder import timm_image_spec
+
+        return timm_image_spec(self)
 
 
     def required_paths(self) -> list[RequiredPath]:

@@ -76,6 +76,6 @@ def build_eva_vit_g(config) -> TimmTower:
         del state
     elif config.embed_dim % 4 == 0:
         sincos_pos_embed_(model)
-    return TimmTower(model, out_features=config.embed_dim, image_size=config.image_size,
+    return TimmTower(model, out_features=config.embed_dim, image_spec=config.image_spec(),
                      frozen=config.freeze, precision=config.precision,
                      grad_checkpointing=config.grad_checkpointing)

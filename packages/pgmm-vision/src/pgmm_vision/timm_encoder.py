@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import difflib
+from typing import Any
 
 from pgmm_core.errors import ConfigError
+from pgmm_core.preprocessing import ImageSpec
 from pgmm_vision.towers import TimmTower
 
 
@@ -40,6 +42,31 @@ def _create(name: str, kwargs: dict):
     return timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
 
 
+def _overrides(config) -> dict[str, Any]:
+    """The config's preprocessing fields as timm's data-config arguments (unset ones left out)."""
+    size = config.image_size
+    given = {"input_size": (3, size, size) if size else None, "mean": config.image_mean, "std": config.image_std,
+             "interpolation": config.interpolation, "crop_pct": config.crop_pct}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def timm_image_spec(config, model: Any = None) -> ImageSpec:
+    """The tower's preprocessing from timm's own data config: ``resolve_model_data_config(model)`` for
+    a built model, else ``resolve_data_config`` from the model name's pretrained config (cheap: no
+    model, no weights). Non-square input sizes keep their width as the square side."""
+    from timm.data import resolve_data_config, resolve_model_data_config
+    from timm.models import get_pretrained_cfg
+
+    args = _overrides(config)
+    if model is not None:
+        data = resolve_model_data_config(model, args=args)
+    else:
+        pretrained_cfg = get_pretrained_cfg(config.model_name)
+        data = resolve_data_config(args=args, pretrained_cfg=pretrained_cfg.to_dict() if pretrained_cfg else None)
+    return ImageSpec(size=int(data["input_size"][-1]), mean=tuple(data["mean"]), std=tuple(data["std"]),
+                     interpolation=data["interpolation"], crop_pct=float(data["crop_pct"]))
+
+
 def build_timm_encoder(config) -> TimmTower:
     _check_name(config.model_name)
     kwargs = dict(config.model_kwargs)
@@ -55,7 +82,6 @@ def build_timm_encoder(config) -> TimmTower:
 
         state = read_state_dict(config.checkpoint)
         print(load_timm_state(model, state, config.checkpoint).summary(), flush=True)
-    image_size = config.image_size or int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
-    return TimmTower(model, out_features=int(model.num_features), image_size=image_size,
+    return TimmTower(model, out_features=int(model.num_features), image_spec=timm_image_spec(config, model),
                      frozen=config.freeze, precision=config.precision,
                      grad_checkpointing=config.grad_checkpointing)

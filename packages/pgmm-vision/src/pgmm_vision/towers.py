@@ -7,6 +7,8 @@ import contextlib
 import torch
 from torch import nn
 
+from pgmm_core.preprocessing import ImageSpec
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -20,16 +22,19 @@ class TimmTower(nn.Module):
       cast to it and outputs returned in float32, because ln_vision and everything after it train in
       float32. ``None`` lets the run's device precision policy choose (fp32 unless configured).
     * ``grad_checkpointing``: recompute blocks in backward (only matters for a trainable tower).
+    * ``image_spec``: the preprocessing its pixels need (size, mean/std, interpolation, crop), as
+      the tower was trained; ``image_size`` is its size.
 
     Models whose ``forward_features`` returns a feature map (CNNs) give one token per position.
     """
 
-    def __init__(self, model: nn.Module, *, out_features: int, image_size: int, frozen: bool,
+    def __init__(self, model: nn.Module, *, out_features: int, image_spec: ImageSpec, frozen: bool,
                  precision: str | None = None, grad_checkpointing: bool = False) -> None:
         super().__init__()
         self.model = model
         self.out_features = out_features
-        self.image_size = image_size
+        self.image_spec = image_spec
+        self.image_size = image_spec.size
         self.frozen = frozen
         self.follows_precision_policy = precision is None
         if grad_checkpointing:

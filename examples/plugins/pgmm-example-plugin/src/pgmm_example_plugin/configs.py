@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from pgmm_core.config.sections import ComponentConfig
+from pgmm_core.preprocessing import ImageSpec
 
 
 class CnnTokensConfig(ComponentConfig):
@@ -30,6 +31,13 @@ class CnnTokensConfig(ComponentConfig):
         True, description="Add a fixed 2-D sin-cos position embedding to the tokens: the Q-Former's "
         "cross-attention has no notion of where a token came from.")
     freeze: bool = Field(True, description="Frozen: eval mode, no gradients, run under no_grad.")
+
+    def image_spec(self) -> ImageSpec:
+        """The CNN's preprocessing (timm's data config for model_name, at image_size) without building it:
+        ``data check``, ``report`` and captioning read it from the config."""
+        from pgmm_example_plugin.encoder import timm_image_spec
+
+        return timm_image_spec(self)
 
 
 class ImageFolderCaptionsConfig(ComponentConfig):

@@ -3,8 +3,9 @@
 pgmm's connector expects tokens (B×N×D), while a CNN ends in a feature map (B×C×h×w); this tower
 flattens the map so that every spatial position is one token. Everything else follows the
 vision-encoder contract (``pgmm_core.testing.contracts.VisionEncoderContract``): ``out_features``,
-``image_size`` and ``frozen`` attributes, float32 pixels accepted whatever dtype the trainer stored
-the frozen tower in, float32 tokens out.
+``image_size``, ``image_spec`` (the CNN's preprocessing, from timm's data config) and ``frozen``
+attributes, float32 pixels accepted whatever dtype the trainer stored the frozen tower in, float32
+tokens out.
 """
 
 from __future__ import annotations
@@ -15,14 +16,32 @@ import torch
 from torch import nn
 
 from pgmm_core.errors import CheckpointError, PgmmError
+from pgmm_core.preprocessing import ImageSpec
+
+
+def timm_image_spec(config: Any, backbone: nn.Module | None = None) -> ImageSpec:
+    """The CNN's preprocessing from timm's data config at the configured size: the built backbone's
+    (``resolve_model_data_config``) or, without one, the model name's pretrained config (no weights)."""
+    from timm.data import resolve_data_config, resolve_model_data_config
+    from timm.models import get_pretrained_cfg
+
+    args = {"input_size": (3, config.image_size, config.image_size)}
+    if backbone is not None:
+        data = resolve_model_data_config(backbone, args=args)
+    else:
+        pretrained_cfg = get_pretrained_cfg(config.model_name)
+        data = resolve_data_config(args=args, pretrained_cfg=pretrained_cfg.to_dict() if pretrained_cfg else None)
+    return ImageSpec(size=config.image_size, mean=tuple(data["mean"]), std=tuple(data["std"]),
+                     interpolation=data["interpolation"], crop_pct=float(data["crop_pct"]))
 
 
 class CnnTokens(nn.Module):
-    def __init__(self, backbone: nn.Module, *, image_size: int, frozen: bool, position_embedding: bool) -> None:
+    def __init__(self, backbone: nn.Module, *, image_spec: ImageSpec, frozen: bool, position_embedding: bool) -> None:
         super().__init__()
         self.backbone = backbone
         self.out_features = int(backbone.num_features)
-        self.image_size = image_size
+        self.image_spec = image_spec
+        self.image_size = image_spec.size
         self.frozen = frozen
         self.position_embedding = position_embedding
         if position_embedding and self.out_features % 4:
@@ -57,5 +76,5 @@ def build_cnn_tokens(config: Any) -> CnnTokens:
         raise PgmmError(f"cnn_tokens: timm cannot create '{config.model_name}': {exc}") from None
     if not hasattr(backbone, "forward_features") or getattr(backbone, "num_features", 0) <= 0:
         raise PgmmError(f"cnn_tokens: '{config.model_name}' has no feature map (forward_features)")
-    return CnnTokens(backbone, image_size=config.image_size, frozen=config.freeze,
+    return CnnTokens(backbone, image_spec=timm_image_spec(config, backbone), frozen=config.freeze,
                      position_embedding=config.position_embedding)

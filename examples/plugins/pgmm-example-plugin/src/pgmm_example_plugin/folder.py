@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from pgmm_core.errors import DataError
-from pgmm_data.processors import blip2_image_train, blip_caption, blip_image_eval
+from pgmm_core.preprocessing import ImageSpec
+from pgmm_data.processors import blip2_image_train, blip_caption, blip_image_eval, dataset_image_spec
 
 
 def read_captions(root: Path, captions_file: str) -> list[tuple[str, list[str]]]:
@@ -42,14 +43,15 @@ def read_captions(root: Path, captions_file: str) -> list[tuple[str, list[str]]]
 class ImageFolderCaptions:
     """The dataset object. Picklable (no lambdas), so DataLoader workers can receive it."""
 
-    def __init__(self, config: Any, *, split: str, image_size: int) -> None:
+    def __init__(self, config: Any, *, split: str, image_spec: ImageSpec) -> None:
         self.root = Path(config.root).expanduser()
         self.split = split
         self.name = f"image_folder_captions[{split}]"
         self.max_words = config.max_words
         self.entries = read_captions(self.root, config.captions_file)
         training = split == "train"
-        self.transform = blip2_image_train(image_size) if training and config.augment else blip_image_eval(image_size)
+        # the vision encoder's preprocessing (size, mean/std, interpolation); augmenting is our choice
+        self.transform = blip2_image_train(image_spec) if training and config.augment else blip_image_eval(image_spec)
         # Training: one sample per caption. Evaluation: one sample per image.
         self.samples = [(i, c) for i, (_, captions) in enumerate(self.entries) for c in captions] if training \
             else [(i, None) for i in range(len(self.entries))]
@@ -76,5 +78,8 @@ class ImageFolderCaptions:
                 "references": [blip_caption(c, self.max_words) for c in captions]}
 
 
-def build_image_folder_captions(config: Any, *, split: str, image_size: int) -> ImageFolderCaptions:
-    return ImageFolderCaptions(config, split=split, image_size=image_size)
+def build_image_folder_captions(config: Any, *, split: str, image_spec: ImageSpec | None = None,
+                                image_size: int | None = None) -> ImageFolderCaptions:
+    """``image_spec`` is the vision encoder's preprocessing; ``image_size`` alone (callers from before
+    specs existed) means LAVIS' CLIP preprocessing at that size."""
+    return ImageFolderCaptions(config, split=split, image_spec=dataset_image_spec(image_spec, image_size))

@@ -23,6 +23,7 @@ from pgmm_core.evaluation import evaluate_dataset
 from pgmm_core.metrics import format_table
 from pgmm_core.metrics_expr import evaluate_metric_expression
 from pgmm_core.model import MultimodalModel, build_model
+from pgmm_core.preprocessing import IMAGE_SPEC_FILE, encoder_image_spec
 from pgmm_core.run_state import RunView
 from pgmm_core.train import checkpoint as ckpt
 from pgmm_core.train import rng
@@ -102,10 +103,11 @@ class Trainer:
         apply_precision_policy(self.model, self.policy)
         self.model.to(self.device)
         rng.seed_everything(t.seed + self.env.rank, self.backend)  # LAVIS: per-rank stream for dropout
-        image_size = self.model.vision.image_size
+        self.image_spec = encoder_image_spec(self.model.vision)
+        spec = {"image_spec": self.image_spec, "image_size": self.image_spec.size}
         build = self.host.build
-        self.train_sets = [build("dataset", d, split="train", image_size=image_size) for d in cfg.data.train]
-        self.val_sets = [build("dataset", d, split="val", image_size=image_size) for d in cfg.data.val]
+        self.train_sets = [build("dataset", d, split="train", **spec) for d in cfg.data.train]
+        self.val_sets = [build("dataset", d, split="val", **spec) for d in cfg.data.val]
         self.batch_size = cfg.data.batch_size
         self.sampler = ResumableSampler([len(d) for d in self.train_sets], num_replicas=self.env.world_size,
                                         rank=self.env.rank, seed=t.seed, weights=cfg.data.train_weights)
@@ -187,6 +189,7 @@ class Trainer:
             self._drop_metrics_after(position.global_step)
             ckpt.atomic_write_text(self.out / "config.json", config_to_json(self.config))
             ckpt.atomic_write_text(self.out / frozen_weights.FILE_NAME, frozen_weights.to_json(self.frozen_prints))
+            ckpt.atomic_write_text(self.out / IMAGE_SPEC_FILE, self.image_spec.to_json())
         self.logger = RunLogger(self.out, enabled=main, tensorboard=t.tensorboard,
                                 total_steps=self.total_steps, initial_step=position.global_step)
         counts = self.model.parameter_counts()

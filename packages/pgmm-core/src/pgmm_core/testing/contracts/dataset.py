@@ -11,7 +11,11 @@ from pgmm_core.testing.contracts.base import ComponentContract
 
 
 class DatasetContract(ComponentContract):
-    """``factory(config, *, split, image_size)`` returns an indexable, sized, picklable dataset.
+    """``factory(config, *, split, image_spec, image_size)`` returns an indexable, sized, picklable dataset.
+
+    ``image_spec`` is the vision encoder's :class:`~pgmm_core.preprocessing.ImageSpec`; images are
+    resized to its size and normalised with its mean/std (``image_size`` is its size, for factories
+    written before specs existed).
 
     * train items: ``{"image": float32 3×S×S, "caption": str, "image_id": str}``;
     * eval items (``val``/``test``): ``{"image": ..., "image_id": int, "references": [str, ...]}``,
@@ -24,14 +28,23 @@ class DatasetContract(ComponentContract):
 
     kind: ClassVar[str] = "dataset"
     image_size: ClassVar[int] = 32
+    # Nobody's statistics: a wide std squeezes correctly normalised pixels into about [-0.2, 0.3], which
+    # pixels normalised with fixed constants (CLIP's, ImageNet's, 0.5) leave for all but mid-grey.
+    image_mean: ClassVar[tuple[float, float, float]] = (0.4, 0.5, 0.6)
+    image_std: ClassVar[tuple[float, float, float]] = (2.0, 2.5, 3.0)
     eval_split: ClassVar[str] = "val"
     items_checked: ClassVar[int] = 8
 
+    def image_spec(self) -> Any:
+        from pgmm_core.preprocessing import ImageSpec
+
+        return ImageSpec(size=self.image_size, mean=self.image_mean, std=self.image_std, interpolation="bicubic")
+
     def build_context(self) -> dict[str, Any]:
-        return {"split": "train", "image_size": self.image_size}
+        return {"split": "train", "image_spec": self.image_spec(), "image_size": self.image_size}
 
     def build_split(self, host: Any, config: Any, split: str) -> Any:
-        return host.build(self.kind, config, split=split, image_size=self.image_size)
+        return host.build(self.kind, config, split=split, image_spec=self.image_spec(), image_size=self.image_size)
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -76,6 +89,24 @@ class DatasetContract(ComponentContract):
             assert all(isinstance(r, str) and r.strip() for r in references)
             assert item["image_id"] not in seen, f"image_id {item['image_id']} appears twice"
             seen.add(item["image_id"])
+
+    def test_normalises_with_the_encoders_statistics(self, eval_dataset: Any) -> None:
+        """Pixels come out in ``[(0 - mean) / std, (1 - mean) / std]`` per channel, the range of the
+        spec's statistics; CLIP's or ImageNet's constants would put some channel outside it."""
+        import torch
+
+        spec = self.image_spec()
+        items = [eval_dataset[i] for i in self._indices(eval_dataset)[:3]]
+        images = [item["image"] for item in items if "bad" not in item]
+        assert images, "no readable eval item"
+        for image in images:
+            for channel, (mean, std) in enumerate(zip(spec.mean, spec.std)):
+                values = image[channel]
+                low, high = (0 - mean) / std, (1 - mean) / std
+                assert torch.all(values >= low - 1e-4) and torch.all(values <= high + 1e-4), (
+                    f"channel {channel} spans [{values.min():.3f}, {values.max():.3f}], outside the "
+                    f"[{low:.3f}, {high:.3f}] of image_spec mean {mean} std {std}: normalise with the "
+                    "image_spec the factory received")
 
     def test_index_past_the_end_raises_index_error(self, component_instance: Any) -> None:
         with pytest.raises(IndexError):

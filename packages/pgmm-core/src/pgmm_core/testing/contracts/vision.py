@@ -12,8 +12,12 @@ from pgmm_core.testing.contracts.freezing import assert_frozen, assert_trainable
 class VisionEncoderContract(ComponentContract):
     """``encoder(pixel_values: B×3×S×S) -> B×N×out_features`` with ``S = encoder.image_size``.
 
-    The config must have a ``freeze`` field; a frozen tower is stored in the run's precision
-    (bf16/fp16) by the trainer, so it must accept float32 pixels whatever its own dtype.
+    The encoder declares its preprocessing as ``image_spec`` (a
+    :class:`~pgmm_core.preprocessing.ImageSpec` of size ``S``), and its config model gives the same
+    spec without building the tower (``config.image_spec()``), so that ``data check``, ``report``
+    and captioning never build a tower to learn it. The config must have a ``freeze`` field; a
+    frozen tower is stored in the run's precision (bf16/fp16) by the trainer, so it must accept
+    float32 pixels whatever its own dtype.
     """
 
     kind: ClassVar[str] = "vision"
@@ -39,6 +43,25 @@ class VisionEncoderContract(ComponentContract):
         assert isinstance(encoder.frozen, bool)
         assert "freeze" in type(component_config).model_fields, "vision configs have a `freeze: bool` field"
         assert encoder.frozen == component_config.freeze
+
+    def test_declares_its_image_spec(self, component_instance: Any, component_config: Any) -> None:
+        from pgmm_core.preprocessing import ImageSpec
+
+        spec = getattr(component_instance, "image_spec", None)
+        assert isinstance(spec, ImageSpec), (
+            f"encoder.image_spec must be a pgmm_core.preprocessing.ImageSpec, got {type(spec).__name__}")
+        assert spec.size == component_instance.image_size, (
+            f"image_spec.size {spec.size} differs from image_size {component_instance.image_size}")
+        assert ImageSpec.from_json(spec.to_json()) == spec
+
+    def test_config_gives_the_image_spec_without_building(self, component_instance: Any,
+                                                          component_config: Any) -> None:
+        method = getattr(component_config, "image_spec", None)
+        assert callable(method), (
+            f"{type(component_config).__name__} needs an image_spec() method: the encoder's preprocessing, "
+            "resolved without building the tower")
+        assert method() == component_instance.image_spec, (
+            f"config.image_spec() {method()} differs from the built encoder's {component_instance.image_spec}")
 
     def test_outputs_tokens(self, component_instance: Any) -> None:
         import torch
