@@ -66,7 +66,7 @@ class DatasetReport:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pgmm_core.config.loading import load_config
+    from pgmm_core import load_config
 
     config = load_config(args.config, args.overrides)
     workers = max(1, args.workers if args.workers is not None else config.data.num_workers)

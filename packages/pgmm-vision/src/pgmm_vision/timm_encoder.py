@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import difflib
+import logging
 
 from pgmm_core.errors import ConfigError
 from pgmm_vision.towers import TimmTower
+
+logger = logging.getLogger(__name__)
 
 
 def _check_name(name: str) -> None:
@@ -54,7 +57,7 @@ def build_timm_encoder(config) -> TimmTower:
         from pgmm_vision.checkpoints import load_timm_state, read_state_dict
 
         state = read_state_dict(config.checkpoint)
-        print(load_timm_state(model, state, config.checkpoint).summary(), flush=True)
+        logger.info(load_timm_state(model, state, config.checkpoint).summary())
     image_size = config.image_size or int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
     return TimmTower(model, out_features=int(model.num_features), image_size=image_size,
                      frozen=config.freeze, precision=config.precision,
