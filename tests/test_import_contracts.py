@@ -8,6 +8,7 @@ plugins, or added to that list.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -57,7 +58,7 @@ def test_lint_imports_keeps_every_contract(tmp_path):
 def test_every_core_module_is_public_or_forbidden_to_plugins():
     import grimp
 
-    graph = grimp.build_graph("pgmm_core")
+    graph = grimp.build_graph("pgmm_core", cache_dir=None)  # no cache written into the checkout
     to_plugins = [c for c in _contracts() if c["type"] == "forbidden" and set(c["source_modules"]) >= set(PLUGINS)]
     assert to_plugins, "no contract forbids private core modules to the plugins"
 
@@ -70,6 +71,23 @@ def test_every_core_module_is_public_or_forbidden_to_plugins():
                               f"[tool.importlinter] (add each to one of the two lists): {unclassified}")
     wrongly_private = sorted(m for m in graph.modules if _is_public(m) and forbidden(m))
     assert not wrongly_private, f"public modules forbidden to plugins: {wrongly_private}"
+
+
+def test_the_example_plugin_uses_only_the_public_core(tmp_path):
+    """The third-party example (not installed in the test environment) is held to the same list."""
+    example = ROOT / "examples" / "plugins" / "pgmm-example-plugin" / "src"
+    private = next(c for c in _contracts() if c["name"] == "Plugins use only the core's public modules")
+    config = tmp_path / "pyproject.toml"
+    config.write_text(
+        '[tool.importlinter]\nroot_packages = ["pgmm_core", "pgmm_example_plugin"]\n'
+        "exclude_type_checking_imports = true\n\n"
+        '[[tool.importlinter.contracts]]\nname = "The example plugin uses only the public core"\n'
+        'type = "forbidden"\nsource_modules = ["pgmm_example_plugin"]\n'
+        f"forbidden_modules = {json.dumps(private['forbidden_modules'])}\nallow_indirect_imports = true\n",
+        encoding="utf-8")
+    result = _lint(config, pythonpath=[str(example)])
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "The example plugin uses only the public core KEPT" in " ".join(result.stdout.split())
 
 
 def test_contracts_catch_a_plugin_reaching_into_the_core_and_the_core_into_a_plugin(tmp_path):

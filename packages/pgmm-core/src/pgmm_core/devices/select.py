@@ -51,12 +51,11 @@ def select_device_backend(device_config: Any, host: PluginHost) -> DeviceBackend
         return backend
     reasons = []
     for spec in auto_candidates(registry):
-        name = spec.name
         backend = spec.build(spec.config_model(type=spec.name, **common))
         reason = backend.unavailable_reason()
         if reason is None:
             return backend
-        reasons.append(f"{name}: {reason}")
+        reasons.append(f"{spec.name}: {reason}")
     raise DeviceUnavailableError("no device backend is available: " + "; ".join(reasons))
 
 
