@@ -45,7 +45,6 @@ class CudaConfig(DeviceConfig):
 
 
 class AutoDeviceConfig(DeviceConfig):
-    """Pick a backend at run time: ``PGMM_DEVICE`` if set, else the first available of the installed
-    backends, by ``auto_priority`` (accelerators before cpu)."""
+    """Pick a backend at run time: ``PGMM_DEVICE`` if set, else the first available (accelerators, then cpu)."""
 
     type: Literal["auto"] = "auto"
