@@ -34,8 +34,9 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The full test suite (CPU only, a few minutes on 2 cores)."""
-    # skimage: real photographs; mistral-common: the SentencePiece model of the tokenizer goldens
-    session.install(*EDITABLE, "pytest>=8", "scikit-image", "mistral-common>=1.13")
+    # skimage: real photographs; mistral-common: the SentencePiece model of the tokenizer goldens;
+    # import-linter: the dependency contracts of pyproject.toml (tests/test_import_contracts.py)
+    session.install(*EDITABLE, "pytest>=8", "scikit-image", "mistral-common>=1.13", "import-linter>=2.17")
     session.run("python", "-m", "pytest", *(session.posargs or ["-q"]))
 
 

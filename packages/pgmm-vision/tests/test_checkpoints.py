@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 
 import pytest
 import torch
@@ -108,7 +109,7 @@ def test_missing_file_says_where_to_get_it(build, small_meta, tmp_path):
         build("connector", connector_cfg, encoder_width=64)
 
 
-def test_flat_fp16_eva_file_with_40th_block_and_head(lavis_state, small_meta, small_io, build, tmp_path, capsys):
+def test_flat_fp16_eva_file_with_40th_block_and_head(lavis_state, small_meta, small_io, build, tmp_path, caplog):
     """eva_vit_g.pth: a flat fp16 state dict with one block more than LAVIS uses plus head/norm."""
     flat = {k[len("visual_encoder."):]: v.half() for k, v in lavis_state.items() if k.startswith("visual_encoder.")}
     for key in [k for k in flat if k.startswith("blocks.2.")]:
@@ -118,8 +119,9 @@ def test_flat_fp16_eva_file_with_40th_block_and_head(lavis_state, small_meta, sm
     path = tmp_path / "eva_vit_g.pth"
     torch.save(flat, str(path))
     vision_cfg, _ = small_parts(small_meta, path)
+    caplog.set_level(logging.INFO, logger="pgmm_vision")  # load reports are INFO log messages
     tower = build("vision", vision_cfg)
-    report = capsys.readouterr().out
+    report = "\n".join(caplog.messages)
     assert "(flat EVA state dict)" in report and "stored as float16" in report
     assert "blocks 3-3 beyond depth 3 (13)" in report and "EVA-CLIP head and final norm (LAVIS has none) (4)" in report
     assert next(tower.parameters()).dtype == torch.float32  # fp16 file, fp32 parameters
@@ -128,10 +130,11 @@ def test_flat_fp16_eva_file_with_40th_block_and_head(lavis_state, small_meta, sm
     assert (out - small_io["vision_out"]).abs().max() < 0.05  # only fp16 rounding of the weights
 
 
-def test_load_report_counts_everything(small_checkpoint, small_meta, build, capsys):
+def test_load_report_counts_everything(small_checkpoint, small_meta, build, caplog):
     _, connector_cfg = small_parts(small_meta, small_checkpoint)
+    caplog.set_level(logging.INFO, logger="pgmm_vision")
     build("connector", connector_cfg, encoder_width=64)
-    report = capsys.readouterr().out.splitlines()
+    report = "\n".join(caplog.messages).splitlines()
     assert report[0] == f"pgmm: Q-Former <- {small_checkpoint} (LAVIS BLIP-2)"
     assert "  loaded 87 tensors" in report and "  ln_vision handed to the model" in report
     ignored = next(line for line in report if line.startswith("  not used here:"))
@@ -150,7 +153,7 @@ def test_unknown_keys_in_a_lavis_file_are_reported(lavis_state, save_lavis, buil
         build("connector", connector_cfg, encoder_width=64)
 
 
-def test_bert_init_copies_the_text_ffn_into_the_query_ffn(build, tmp_path, capsys):
+def test_bert_init_copies_the_text_ffn_into_the_query_ffn(build, tmp_path, caplog):
     """LAVIS' init_Qformer: BERT weights (old files spell LayerNorm gamma/beta), the query FFN starts as
     a copy of the text FFN, cross-attention stays random."""
     from transformers import BertConfig, BertModel
@@ -163,13 +166,14 @@ def test_bert_init_copies_the_text_ffn_into_the_query_ffn(build, tmp_path, capsy
     torch.save(state, str(tmp_path / "pytorch_model.bin"))
     cfg = {"type": "qformer", "num_query_tokens": 4, "hidden_size": 48, "num_layers": 2, "num_heads": 4,
            "intermediate_size": 96, "bert_init": str(tmp_path)}
+    caplog.set_level(logging.INFO, logger="pgmm_vision")
     connector = build("connector", cfg, encoder_width=24)
     layer = connector.qformer.encoder.layer[1]
     assert torch.equal(layer.intermediate_query.dense.weight, bert.encoder.layer[1].intermediate.dense.weight)
     assert torch.equal(layer.output_query.LayerNorm.weight, bert.encoder.layer[1].output.LayerNorm.weight)
     assert torch.equal(layer.attention.attention.query.weight, bert.encoder.layer[1].attention.self.query.weight)
     assert torch.equal(connector.qformer.layernorm.bias, bert.embeddings.LayerNorm.bias)
-    assert "kept random: cross-attention and query_tokens" in capsys.readouterr().out
+    assert "kept random: cross-attention and query_tokens" in "\n".join(caplog.messages)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(CheckpointError, match="without model.safetensors, pytorch_model.bin"):

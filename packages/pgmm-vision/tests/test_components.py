@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import subprocess
 import sys
 
@@ -222,16 +223,17 @@ def test_timm_cnn_feature_map_becomes_tokens(build):
     assert tower(torch.randn(2, 3, 96, 96)).shape == (2, 9, tower.out_features)
 
 
-def test_timm_weights_from_a_local_file(build, tmp_path, capsys):
+def test_timm_weights_from_a_local_file(build, tmp_path, caplog):
     import timm
     from safetensors.torch import save_file
 
     source = timm.create_model("test_vit", pretrained=False, num_classes=10)
     save_file(source.state_dict(), str(tmp_path / "model.safetensors"))
+    caplog.set_level(logging.INFO, logger="pgmm_vision")  # the load report is an INFO log message
     tower = build("vision", {"type": "timm", "model_name": "test_vit",
                              "checkpoint": str(tmp_path / "model.safetensors")})
     assert torch.equal(tower.model.pos_embed, source.pos_embed)
-    assert "classifier head (2)" in capsys.readouterr().out
+    assert "classifier head (2)" in "\n".join(caplog.messages)
     broken = {k: v for k, v in source.state_dict().items() if k != "blocks.0.attn.qkv.weight"}
     save_file(broken, str(tmp_path / "broken.safetensors"))
     with pytest.raises(CheckpointError, match=r"missing key\(s\).*blocks\.0\.attn\.qkv\.weight"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -13,6 +13,8 @@ class NpuConfig(DeviceConfig):
     """Ascend NPU via torch_npu, HCCL between ranks. fp32 is the default (the original project's
     choice) and is strict: HF32 stays off unless ``allow_hf32`` is set."""
 
+    auto_priority: ClassVar[int | None] = 20  # `type: auto` tries NPUs first: a machine with both runs on them
+    common_names: ClassVar[tuple[str, ...]] = ("ascend", "npus")
     type: Literal["npu"] = "npu"
     allow_hf32: bool = Field(
         False, description="Let matmul/conv round fp32 inputs to HF32 (faster, no longer strict fp32): "

@@ -8,6 +8,10 @@ model or trainer is actually used):
 * :func:`train` — what ``python -m pgmm_core.train`` runs
 * :class:`Captioner` — ``Captioner.from_run(run_dir).caption(images)``
 * :class:`PluginHost`, :data:`hookimpl` — for plugin authors and embedding applications
+* :func:`read_run_weights`, :func:`is_run_directory` — a run's trainable weights, for tools such as
+  pgmm-vision's ``convert``
+
+``dir(pgmm_core)`` and ``from pgmm_core import *`` list exactly this API (``__all__``).
 """
 
 from __future__ import annotations
@@ -27,9 +31,17 @@ _LAZY = {
     "ComponentConfig": ("pgmm_core.config.sections", "ComponentConfig"),
     "PgmmError": ("pgmm_core.errors", "PgmmError"),
     "ConfigError": ("pgmm_core.errors", "ConfigError"),
+    "read_run_weights": ("pgmm_core.run_weights", "read_run_weights"),
+    "is_run_directory": ("pgmm_core.run_weights", "is_run_directory"),
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __dir__() -> list[str]:
+    """The public API (imported only on first use) and the module's dunders; not its helpers and
+    not the submodules that happen to be imported already."""
+    return sorted(set(__all__) | {name for name in globals() if name.startswith("__")})
 
 
 def __getattr__(name: str) -> Any:

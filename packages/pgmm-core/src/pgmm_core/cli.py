@@ -1,48 +1,22 @@
 """``python -m pgmm_core`` (also the ``pgmm`` console script).
 
 Built-in subcommands: ``plugins``, ``schema``, ``validate``, ``train``, ``caption``, ``evaluate``,
-``report``, ``convert``; plugins add more through
-``pgmm_register_commands``. ``plugins``, ``schema`` and ``validate`` never import torch.
+``report``; plugins add more through ``pgmm_register_commands`` (pgmm-vision's ``convert``,
+pgmm-data's ``data``). ``plugins``, ``schema`` and ``validate`` never import torch. ``-v``/``-q``
+before the command set how much is logged (:mod:`pgmm_core.logs`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from pgmm_core.errors import PgmmError
-
-
-def run_guarded(action: Callable[[], int]) -> int:
-    """Run a command; a :class:`PgmmError` becomes a plain message and its exit code."""
-    try:
-        return action()
-    except PgmmError as exc:
-        print(f"pgmm: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("pgmm: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
-    except OSError as exc:  # a path that cannot be written or read: the message says which
-        print(f"pgmm: error: {exc}", file=sys.stderr)
-        return 1
-    except RuntimeError as exc:  # `import torch` failing in an auto-loaded device extension (torch_npu)
-        from pgmm_core.devices.probes import explain_torch_import_failure
-        from pgmm_core.errors import DeviceUnavailableError
-
-        message = explain_torch_import_failure(exc)
-        if message is None:
-            raise
-        print(f"pgmm: error: {message}", file=sys.stderr)
-        return DeviceUnavailableError.exit_code
+from pgmm_core.guard import run_guarded
+from pgmm_core.logs import add_verbosity_arguments, configure_logging, verbosity_of
 
 
 def _host(*, warn_failures: bool = True) -> Any:
@@ -210,13 +184,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_convert(args: argparse.Namespace) -> int:
-    from pgmm_core.convert import convert
-
-    convert(args.source, args.target, to=args.to, source_format=args.source_format, checkpoint=args.checkpoint)
-    return 0
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from pgmm_core.train.__main__ import main as train_main
 
@@ -237,6 +204,7 @@ def _run_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
 def build_parser(host: Any | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pgmm_core", description="pgmm: BLIP-2 style captioning "
                                      "with openPangu, as installable plugins")
+    add_verbosity_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -286,15 +254,6 @@ def build_parser(host: Any | None = None) -> argparse.ArgumentParser:
     p.add_argument("--gallery", type=_non_negative_int, default=12, help="validation images shown (default 12)")
     p.set_defaults(_run=cmd_report)
 
-    p = sub.add_parser("convert", help="convert checkpoints between LAVIS, pgmm and transformers BLIP-2 layouts")
-    p.add_argument("source", help="checkpoint file, transformers directory, or pgmm run directory")
-    p.add_argument("target", help="output file (.safetensors; .pth for LAVIS)")
-    p.add_argument("--to", required=True, choices=("pgmm", "lavis", "hf"), help="layout to write")
-    p.add_argument("--from", dest="source_format", choices=("lavis", "eva", "hf", "pgmm"),
-                   help="layout of the source (detected from its keys by default)")
-    p.add_argument("--checkpoint", default="best", help="for a run directory: best, last or a path")
-    p.set_defaults(_run=cmd_convert)
-
     p = sub.add_parser("train", help="same as python -m pgmm_core.train", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(_run=cmd_train)
@@ -337,17 +296,32 @@ def _take_positionals_from_set(args: argparse.Namespace) -> None:
             raise ConfigError([f"--set takes KEY=VALUE pairs; got {', '.join(stray)}"])
 
 
+VERBOSITY_FLAGS = re.compile(r"^(-v+|-q+|--verbose|--quiet)$")
+
+
+def _verbosity(flags: list[str]) -> int:
+    """``-v``/``-q`` flags (``-vv`` counts twice) as a verbosity: see :func:`configure_logging`."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_verbosity_arguments(parser)
+    return verbosity_of(parser.parse_args(flags))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "train":  # its own parser: options (--config, --resume, --help) pass through
+    lead = 0  # -v/-q before the command
+    while lead < len(argv) and VERBOSITY_FLAGS.match(argv[lead]):
+        lead += 1
+    if lead < len(argv) and argv[lead] == "train":  # its own parser: --config, --resume, --help pass through
         from pgmm_core.train.__main__ import main as train_main
 
-        return train_main(argv[1:])
+        return train_main(argv[:lead] + argv[lead + 1:])
 
     def go() -> int:
-        builtin = {"plugins", "schema", "validate", "train", "caption", "evaluate", "report", "convert"}
-        wants_plugin_command = bool(argv) and argv[0] not in builtin and not argv[0].startswith("-")
-        host = _host() if wants_plugin_command or not argv or argv[0] in ("-h", "--help") else None
+        configure_logging(_verbosity(argv[:lead]))  # before the plugin host, whose warnings it shows
+        builtin = {"plugins", "schema", "validate", "train", "caption", "evaluate", "report"}
+        command = argv[lead] if lead < len(argv) else None
+        wants_plugin_command = command is not None and command not in builtin and not command.startswith("-")
+        host = _host() if wants_plugin_command or command is None or command in ("-h", "--help") else None
         parser = build_parser(host)
         args, extra = parser.parse_known_args(argv)
         if extra and isinstance(getattr(args, "overrides", None), list):

@@ -50,3 +50,14 @@ class DataError(PgmmError):
     """Annotation files are malformed or too many images are unreadable."""
 
     exit_code = 5
+
+
+class NotUtf8Error(PgmmError):
+    """A config or annotation file is not UTF-8 text; the one-line message names the file and byte."""
+
+    exit_code = 2
+
+    def __init__(self, path: str, offset: int, byte: int) -> None:
+        self.path = path
+        self.offset = offset
+        super().__init__(f"{path}: not UTF-8 text: byte 0x{byte:02x} at offset {offset}; save the file as UTF-8")

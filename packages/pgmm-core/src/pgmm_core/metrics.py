@@ -10,11 +10,15 @@ is reported as unavailable rather than crashing the run.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 METRIC_ORDER = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
 _PUNCT = re.compile(r"[^\w\s]")
@@ -48,22 +52,53 @@ def caption_metrics(predictions: dict[Any, str], references: dict[Any, list[str]
     gts_raw = {i: list(references[i]) for i in ids}
     res_raw = {i: [predictions[i]] for i in ids}
     has_java = java_available(java)
-    with _java_first_on_path(java if has_java else None):
+    with _configured_java(java if has_java else None):
         return _score(gts_raw, res_raw, has_java, java)
 
 
+JAVA_MODULES = ("pycocoevalcap.tokenizer.ptbtokenizer", "pycocoevalcap.meteor.meteor", "pycocoevalcap.spice.spice")
+_STARTERS = frozenset({"Popen", "call", "check_call", "check_output", "run"})
+
+
+class _ConfiguredJava:
+    """Stands in for the ``subprocess`` module inside pycocoevalcap's Java-running modules: their
+    commands start with plain ``java``; this runs the configured executable instead. Everything else
+    is :mod:`subprocess` itself, and no environment variable of this process changes."""
+
+    def __init__(self, java_path: str) -> None:
+        self.java_path = java_path
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(subprocess, name)
+        if name not in _STARTERS:
+            return attr
+
+        def start(args: Any, *rest: Any, **kwargs: Any) -> Any:
+            if isinstance(args, (list, tuple)) and args and args[0] == "java":
+                args = [self.java_path, *args[1:]]
+            return attr(args, *rest, **kwargs)
+
+        return start
+
+
 @contextlib.contextmanager
-def _java_first_on_path(java: str | None):
-    """pycocoevalcap runs plain ``java``; put the configured executable's directory first on PATH."""
+def _configured_java(java: str | None):
+    """pycocoevalcap runs plain ``java``; run the configured executable (``eval.java``) instead."""
     if java is None:
         yield
         return
-    saved = os.environ.get("PATH", "")
-    os.environ["PATH"] = str(Path(shutil.which(java)).parent) + os.pathsep + saved
+    import importlib
+
+    stand_in = _ConfiguredJava(shutil.which(java) or java)
+    modules = [importlib.import_module(name) for name in JAVA_MODULES]
+    saved = [module.subprocess for module in modules]
+    for module in modules:
+        module.subprocess = stand_in
     try:
         yield
     finally:
-        os.environ["PATH"] = saved
+        for module, original in zip(modules, saved):
+            module.subprocess = original
 
 
 @contextlib.contextmanager
@@ -82,7 +117,9 @@ def _java_chatter_hidden():
         except BaseException:
             os.dup2(saved, 2)
             sink.seek(0)
-            sys.stderr.write(sink.read().decode(errors="replace"))
+            chatter = sink.read().decode(errors="replace").rstrip("\n")
+            if chatter:
+                logger.warning(chatter)
             raise
         finally:
             os.dup2(saved, 2)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from pgmm_core.errors import DataError
+from pgmm_core.files import decode_utf8, read_utf8_text
 
 LAVIS_DOWNLOADS = "https://storage.googleapis.com/sfr-vision-language-research/datasets/"
 VG_DOWNLOAD = "https://storage.googleapis.com/sfr-vision-language-research/LAVIS/datasets/visual_genome/vg_caption.json"
@@ -135,6 +136,7 @@ def read_json(path: Path, what: str, hint: str = "") -> Any:
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except UnicodeDecodeError as exc:
+        decode_utf8(raw, path)  # raises NotUtf8Error: one line with the file's byte offset, exit 2
         raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
 
 
@@ -368,6 +370,7 @@ def load_jsonl_captions(path: Path, image_root: Path) -> Annotations:
                     eval_id = len(builder.images)
                 builder.add(full, captions, str(given) if given is not None else image, eval_id)
         except UnicodeDecodeError as exc:
+            read_utf8_text(path)  # raises NotUtf8Error: one line with the file's byte offset, exit 2
             raise DataError(f"{path}: not UTF-8 text (byte {exc.start} of a line)") from None
     return builder.finish()
 

@@ -66,7 +66,7 @@ class DatasetReport:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pgmm_core.config.loading import load_config
+    from pgmm_core import load_config
     from pgmm_core.preprocessing import config_image_spec
 
     config = load_config(args.config, args.overrides)

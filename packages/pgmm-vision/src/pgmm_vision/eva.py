@@ -9,12 +9,15 @@ outputs bit for bit with ``fused_attention=false`` (to ~1e-6 with timm's fused S
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 
 from torch import nn
 
 from pgmm_core.errors import PgmmError
 from pgmm_vision.towers import TimmTower
+
+logger = logging.getLogger(__name__)
 
 
 def create_eva(config) -> nn.Module:
@@ -72,7 +75,7 @@ def build_eva_vit_g(config) -> TimmTower:
         from pgmm_vision.checkpoints import load_vision_state, not_llm, read_state_dict
 
         state = read_state_dict(config.checkpoint, hint="eva", wanted=not_llm)
-        print(load_vision_state(model, state, config.checkpoint).summary(), flush=True)
+        logger.info(load_vision_state(model, state, config.checkpoint).summary())
         del state
     elif config.embed_dim % 4 == 0:
         sincos_pos_embed_(model)

@@ -68,7 +68,7 @@ def component_configs(meta: dict, image_size: int | None = None, checkpoint: str
 def build_front_end(meta: dict, *, image_size: int | None = None, checkpoint: str | None = None, host=None):
     """A :class:`MultimodalModel` holding pgmm's tower, ln_vision and Q-Former for this case, built
     through the registered factories (no projector, no LLM: ``encode_image`` does not need them)."""
-    from pgmm_core.model import MultimodalModel
+    from pgmm_core import MultimodalModel
     from pgmm_core.plugins import PluginHost
 
     host = host or PluginHost(environ={})

@@ -37,3 +37,9 @@ def pgmm_register_projectors(registrar):
                   description="one Linear layer")
     registrar.add("identity", "pgmm_vision.projectors:build_identity", IdentityProjectorConfig,
                   description="no projection (connector width must equal the LLM's)")
+
+
+@hookimpl
+def pgmm_register_commands(registrar):
+    registrar.add("convert", help="convert checkpoints between LAVIS, pgmm and transformers BLIP-2 layouts",
+                  configure="pgmm_vision.command:configure", run="pgmm_vision.command:run")

@@ -8,8 +8,12 @@ with self-attention, cross-attention to the vision tokens on every ``cross_atten
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
+
+logger = logging.getLogger(__name__)
 
 
 class QFormerConnector(nn.Module):
@@ -66,11 +70,11 @@ def build_qformer(config, *, encoder_width: int) -> QFormerConnector:
 
     connector = QFormerConnector(config, encoder_width)
     if config.bert_init:
-        print(init_qformer_from_bert(connector, config.bert_init).summary(), flush=True)
+        logger.info(init_qformer_from_bert(connector, config.bert_init).summary())
     if config.checkpoint:
         state = read_state_dict(config.checkpoint, hint="blip2", wanted=not_llm)
         report, connector._vision_norm = load_qformer_state(connector, state, config.checkpoint)
-        print(report.summary(), flush=True)
+        logger.info(report.summary())
     if config.freeze:
         from pgmm_core.components import freeze
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import logging
 from typing import Any
 
 from pgmm_core.errors import ConfigError
 from pgmm_core.preprocessing import ImageSpec
 from pgmm_vision.towers import TimmTower
+
+logger = logging.getLogger(__name__)
 
 
 def _check_name(name: str) -> None:
@@ -81,7 +84,7 @@ def build_timm_encoder(config) -> TimmTower:
         from pgmm_vision.checkpoints import load_timm_state, read_state_dict
 
         state = read_state_dict(config.checkpoint)
-        print(load_timm_state(model, state, config.checkpoint).summary(), flush=True)
+        logger.info(load_timm_state(model, state, config.checkpoint).summary())
     return TimmTower(model, out_features=int(model.num_features), image_spec=timm_image_spec(config, model),
                      frozen=config.freeze, precision=config.precision,
                      grad_checkpointing=config.grad_checkpointing)

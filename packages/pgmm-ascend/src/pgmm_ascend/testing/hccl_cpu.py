@@ -8,7 +8,7 @@ communication path without the NPU: device placement, kernels and precision are 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -20,6 +20,7 @@ from pgmm_core.hookspecs import hookimpl
 
 
 class HcclCpuConfig(CpuConfig):
+    auto_priority: ClassVar[int | None] = None  # a test double: used only when named, never by auto
     type: Literal["hccl_cpu"] = "hccl_cpu"  # type: ignore[assignment]
 
 

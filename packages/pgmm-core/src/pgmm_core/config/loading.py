@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from pgmm_core.config.messages import format_errors
 from pgmm_core.errors import ConfigError
+from pgmm_core.files import read_utf8_text
 
 if TYPE_CHECKING:
     from pgmm_core.config.assemble import ConfigRoot
@@ -27,10 +28,11 @@ def demo_config_text() -> str:
 
 
 def read_json_file(path: str | Path) -> dict[str, Any]:
-    """Parse a JSON config file; errors name the file and the line/column."""
+    """Parse a JSON config file; errors name the file and the line/column (or the byte that is not
+    UTF-8: :class:`~pgmm_core.errors.NotUtf8Error`, one line, exit 2)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_utf8_text(path)
     except FileNotFoundError:
         raise ConfigError([f"config file not found: {path}"]) from None
     except OSError as exc:

@@ -129,6 +129,7 @@ def unknown_component_message(host: PluginHost, kind: str, name: str) -> str:
         installed = host.registry(kind).all_names()
         catalog = sorted(set(installed) | set(first_party_names(kind)))
         close = difflib.get_close_matches(str(name), catalog, n=1, cutoff=0.6)
+        close = [meant] if (meant := common_name_match(host.registry(kind), name)) else close  # gpu: cuda
         if close:
             hint = f"Did you mean '{close[0]}'?"
             if close[0] not in installed:
@@ -197,3 +198,13 @@ def _got(err: dict[str, Any]) -> str:
         return ""
     text = repr(value)
     return f" (got {text if len(text) <= 60 else text[:57] + '...'})"
+
+
+def common_name_match(registry: Any, name: Any) -> str | None:
+    """The installed component whose config model lists ``name`` in its ``common_names`` (what users
+    call it: ``gpu`` for ``cuda``), so the hint follows meaning rather than spelling."""
+    wanted = str(name).lower()
+    for spec in registry:
+        if wanted in getattr(spec.config_model, "common_names", ()):
+            return spec.name
+    return None

@@ -1,6 +1,7 @@
-"""``python -m pgmm_core.train [--config FILE] [key=value ...] [--resume auto|PATH] [--print-config]``
+"""``python -m pgmm_core.train [--config FILE] [key=value ...] [--resume auto|PATH] [--print-config] [-v|-q]``
 
-Without ``--config`` it runs the embedded tiny CPU demo (``examples/tiny/stage2.json``).
+Without ``--config`` it runs the embedded tiny CPU demo (``examples/tiny/stage2.json``). The
+trainer's messages are log records shown on stdout (``-q``: warnings only; ``-v``: debug too).
 """
 
 from __future__ import annotations
@@ -8,6 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+from pgmm_core.guard import run_guarded
+from pgmm_core.logs import add_verbosity_arguments, configure_logging, verbosity_of
 
 
 def parser() -> argparse.ArgumentParser:
@@ -20,12 +24,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="auto|PATH", help="continue from the newest complete checkpoint "
                    "of train.output_dir (auto) or from a checkpoint directory")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    add_verbosity_arguments(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from pgmm_core.cli import run_guarded
+    configure_logging(verbosity_of(args))
 
     def go() -> int:
         from pgmm_core.config.loading import config_to_json, load_config

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from pgmm_core.errors import CheckpointError
+from pgmm_core.files import atomic_write_text, usual_permissions  # noqa: F401  (re-exported)
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 WEIGHTS = "model.safetensors"
@@ -53,36 +54,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
-def usual_permissions(path: Path, *, directory: bool = False) -> None:
-    """``mkstemp``/``mkdtemp`` (and safetensors' writer) create private (0600/0700) entries; give
-    them the permissions the user's umask gives any other file, so a run can be read on a shared
-    cluster."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a small file atomically (temp file in the same directory, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        usual_permissions(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_checkpoint(root: Path, step: int, weights: dict[str, torch.Tensor], state: dict[str, Any],
