@@ -55,8 +55,20 @@ def test_example_configs_validate():
     for config in sorted(root.glob("examples/**/*.json")):
         if "plugins" in config.relative_to(root).parts:
             continue  # needs its plugin installed: see test_example_plugin.py
-        result = run_cli("-m", "pgmm_core", "validate", str(config))
+        result = run_cli("-m", "pgmm_core", "validate", str(config), "--no-files")  # paths of another machine
         assert result.returncode == 0, result.stderr
+
+
+def test_validate_lists_every_missing_file_and_exits_2():
+    from pathlib import Path
+
+    config = Path(__file__).parents[3] / "examples" / "stage2.json"
+    result = run_cli("-m", "pgmm_core", "validate", str(config))
+    assert result.returncode == 2, result.stderr
+    for where in ("model.vision.checkpoint", "model.connector.checkpoint", "model.llm.path", "data.train.0.root",
+                  "data.train.1.root", "data.val.0.root"):
+        assert f"  - {where}: " in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "--no-files" in result.stderr
 
 
 @pytest.mark.parametrize("command", [["plugins"], ["schema"], ["validate", "CONFIG"]])

@@ -107,6 +107,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return exc.exit_code
+    if not args.no_files:
+        from pgmm_core.config.files import missing_paths
+
+        missing = missing_paths(config)
+        if missing:
+            print(f"{args.file}: valid, but {len(missing)} path(s) the run would open do not exist "
+                  "(--no-files skips this check for a config meant for another machine):", file=sys.stderr)
+            print("\n".join(f"  - {line}" for line in missing), file=sys.stderr)
+            return 2
     if args.print_config:
         sys.stdout.write(config_to_json(config))
     else:
@@ -219,6 +228,8 @@ def build_parser(host: Any | None = None) -> argparse.ArgumentParser:
     p.add_argument("file", help="JSON config file")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides applied before validating")
     p.add_argument("--print-config", action="store_true", help="print the resolved config when valid")
+    p.add_argument("--no-files", action="store_true",
+                   help="do not check that the checkpoints, model folders and data files exist here")
     p.set_defaults(_run=cmd_validate)
 
     p = sub.add_parser("caption", help="caption images with a trained run")
