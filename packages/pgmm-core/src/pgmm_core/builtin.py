@@ -1,4 +1,5 @@
-"""pgmm-core's own plugin: the cpu, cuda and auto device backends and the built-in callbacks.
+"""pgmm-core's own plugin: the cpu, cuda and auto device backends, the built-in callbacks and the
+``caption`` objective.
 
 Registered through the ``pgmm`` entry point like every third-party plugin. Import-cheap: config
 models are plain pydantic, factories are dotted paths imported when a component is built.
@@ -9,6 +10,7 @@ from __future__ import annotations
 from pgmm_core.callbacks.configs import EarlyStoppingConfig
 from pgmm_core.devices.configs import AutoDeviceConfig, CpuConfig, CudaConfig
 from pgmm_core.hookspecs import hookimpl
+from pgmm_core.objectives.configs import CaptionObjectiveConfig
 
 
 @hookimpl
@@ -26,3 +28,9 @@ def pgmm_register_callbacks(registrar):
     registrar.add("early_stopping", "pgmm_core.callbacks.early_stopping:EarlyStopping",
                   EarlyStoppingConfig,
                   description="stop when an eval metric has not improved for `patience` evaluations")
+
+
+@hookimpl
+def pgmm_register_objectives(registrar):
+    registrar.add("caption", "pgmm_core.objectives.caption:build_caption_objective", CaptionObjectiveConfig,
+                  description="BLIP-2 stage 2: captioning loss, evaluation by generated captions (CIDEr, BLEU, ...)")

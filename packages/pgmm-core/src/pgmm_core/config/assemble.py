@@ -42,11 +42,12 @@ SLOTS: tuple[Slot, ...] = (
     Slot(("data", "test", "*"), "dataset"),
     Slot(("device",), "device"),
     Slot(("train", "callbacks", "*"), "callback"),
+    Slot(("objective",), "objective"),
 )
 
 NOTHING_INSTALLED = "no component of this kind is installed"
 
-DEFAULT_COMPONENTS: dict[str, str] = {"projector": "mlp2x_gelu", "device": "auto"}
+DEFAULT_COMPONENTS: dict[str, str] = {"projector": "mlp2x_gelu", "device": "auto", "objective": "caption"}
 
 
 def slot_for(path: tuple[Any, ...]) -> Slot | None:
@@ -105,6 +106,7 @@ def assemble_config_model(host: PluginHost) -> type[ConfigRoot]:
     dataset = _component_union(host, "dataset")
     device = _component_union(host, "device")
     callback = _component_union(host, "callback")
+    objective = _component_union(host, "objective")
 
     model_section = create_model(
         "ModelConfig",
@@ -135,6 +137,7 @@ def assemble_config_model(host: PluginHost) -> type[ConfigRoot]:
         train=(train_section, Field(default_factory=train_section)),
         eval=(EvalSection, Field(default_factory=EvalSection)),
         device=(device, device_default),
+        objective=(objective, _default(host, "objective")),
     )
     return root
 
