@@ -12,6 +12,7 @@ from pgmm_core.testing.contracts.connector import ConnectorContract
 from pgmm_core.testing.contracts.dataset import DatasetContract
 from pgmm_core.testing.contracts.device import DeviceBackendContract
 from pgmm_core.testing.contracts.llm import LLMBackendContract
+from pgmm_core.testing.contracts.objective import ObjectiveContract
 from pgmm_core.testing.contracts.projector import ProjectorContract
 from pgmm_core.testing.contracts.vision import VisionEncoderContract
 
@@ -23,6 +24,7 @@ CONTRACTS = {
     "dataset": DatasetContract,
     "device": DeviceBackendContract,
     "callback": CallbackContract,
+    "objective": ObjectiveContract,
 }
 """The contract of each component kind."""
 
@@ -34,6 +36,7 @@ __all__ = [
     "DatasetContract",
     "DeviceBackendContract",
     "LLMBackendContract",
+    "ObjectiveContract",
     "ProjectorContract",
     "VisionEncoderContract",
 ]

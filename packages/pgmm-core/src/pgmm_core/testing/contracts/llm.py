@@ -54,9 +54,10 @@ class LLMBackendContract(ComponentContract):
         backend = component_instance
         assert isinstance(backend, nn.Module)
         assert isinstance(backend, LLMBackend), (
-            "needs hidden_size, tokenizer, frozen, embed_tokens, caption_loss and generate")
+            "needs hidden_size, tokenizer, frozen, follows_precision_policy, embed_tokens, caption_loss and generate")
         assert isinstance(backend.hidden_size, int) and backend.hidden_size > 0
         assert isinstance(backend.frozen, bool)
+        assert isinstance(backend.follows_precision_policy, bool)
         assert "freeze" in type(component_config).model_fields, "LLM configs have a `freeze: bool` field"
         assert backend.frozen == component_config.freeze
         tok = backend.tokenizer

@@ -33,10 +33,12 @@ class VisionEncoderContract(ComponentContract):
 
         encoder = component_instance
         assert isinstance(encoder, nn.Module)
-        assert isinstance(encoder, VisionEncoder), "needs out_features, image_size, frozen and __call__"
+        assert isinstance(encoder, VisionEncoder), (
+            "needs out_features, image_size, frozen, follows_precision_policy and __call__")
         assert isinstance(encoder.out_features, int) and encoder.out_features > 0
         assert isinstance(encoder.image_size, int) and encoder.image_size > 0
         assert isinstance(encoder.frozen, bool)
+        assert isinstance(encoder.follows_precision_policy, bool)
         assert "freeze" in type(component_config).model_fields, "vision configs have a `freeze: bool` field"
         assert encoder.frozen == component_config.freeze
 
