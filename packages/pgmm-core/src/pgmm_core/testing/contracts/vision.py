@@ -12,8 +12,9 @@ from pgmm_core.testing.contracts.freezing import assert_frozen, assert_trainable
 class VisionEncoderContract(ComponentContract):
     """``encoder(pixel_values: B×3×S×S) -> B×N×out_features`` with ``S = encoder.image_size``.
 
-    The config must have a ``freeze`` field; a frozen tower is stored in the run's precision
-    (bf16/fp16) by the trainer, so it must accept float32 pixels whatever its own dtype.
+    The config must have a ``freeze`` field, mirrored by ``frozen``; ``build_model`` freezes the tower
+    and, when it ``follows_precision_policy``, stores it in the run's precision (bf16/fp16), so it
+    must accept float32 pixels whatever its own dtype.
     """
 
     kind: ClassVar[str] = "vision"
