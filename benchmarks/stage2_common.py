@@ -271,23 +271,21 @@ def pgmm_config(sizes: Sizes, precision: str = "fp32", llm_checkpointing: bool =
 
 def build_pgmm(sizes: Sizes, precision: str = "fp32", seed: int = 0,
                llm_checkpointing: bool = False) -> tuple[Any, Any]:
-    """pgmm's model exactly as the trainer builds it: validated config, ``build_model``, then the
-    device's precision policy (frozen towers stored in its dtype). Returns (model, policy)."""
+    """pgmm's model exactly as the trainer builds it: validated config and ``build_model``, which
+    applies the device's precision policy (frozen towers stored in its dtype). Returns (model, policy)."""
     import torch
 
     from pgmm_core.config.loading import validate_config
     from pgmm_core.devices.base import PrecisionPolicy
     from pgmm_core.model import build_model
     from pgmm_core.plugins import PluginHost
-    from pgmm_core.train.loop import apply_precision_policy
 
     host = PluginHost(environ={})
     host.register(BenchPlugin(), name="pgmm-benchmarks")
     config = validate_config(pgmm_config(sizes, precision, llm_checkpointing), host)
     torch.manual_seed(seed)
-    model = build_model(config)
     policy = PrecisionPolicy.for_precision(precision, "cpu")
-    apply_precision_policy(model, policy)
+    model = build_model(config, policy=policy)
     return model, policy
 
 

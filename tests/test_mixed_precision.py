@@ -11,7 +11,6 @@ from pgmm_core.devices.base import PrecisionPolicy
 from pgmm_core.model import build_model
 from pgmm_core.plugins import PluginHost
 from pgmm_core.testing import tiny_config
-from pgmm_core.train.loop import apply_precision_policy
 
 CAPTIONS = ["a red circle", "a very small green triangle in the bottom right corner of the picture", "a", "blue"]
 
@@ -24,9 +23,8 @@ def host():
 def _model(host, tmp_path, precision):
     config = validate_config(tiny_config(tmp_path, device={"type": "cpu", "precision": precision}), host)
     torch.manual_seed(0)
-    model = build_model(config)
+    model = build_model(config)  # applies the config's precision policy (device.precision)
     policy = PrecisionPolicy.for_precision(precision, "cpu")
-    apply_precision_policy(model, policy)
     return model, policy
 
 

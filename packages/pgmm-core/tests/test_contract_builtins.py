@@ -1,10 +1,10 @@
-"""pgmm-core's own components (device backends, callbacks) checked through the contracts."""
+"""pgmm-core's own components (device backends, callbacks, the caption objective) checked through the contracts."""
 
 from __future__ import annotations
 
 import os
 
-from pgmm_core.testing.contracts import CallbackContract, DeviceBackendContract
+from pgmm_core.testing.contracts import CallbackContract, DeviceBackendContract, ObjectiveContract
 
 
 class TestCpuBackend(DeviceBackendContract):
@@ -39,3 +39,8 @@ class TestEarlyStopping(CallbackContract):
     component = "early_stopping"
     distribution = "pgmm-core"
     config = {"metric": "CIDEr", "patience": 2}
+
+
+class TestCaptionObjective(ObjectiveContract):
+    component = "caption"
+    distribution = "pgmm-core"

@@ -21,6 +21,7 @@ from pgmm_core import hookspecs
 from pgmm_core.callbacks.configs import EarlyStoppingConfig
 from pgmm_core.devices.configs import CpuConfig
 from pgmm_core.hookspecs import hookimpl
+from pgmm_core.objectives.configs import CaptionObjectiveConfig
 from pgmm_core.plugins import PluginHost
 from pgmm_core.preprocessing import clip_spec
 from pgmm_core.testing import tiny_config
@@ -72,6 +73,10 @@ class RecordedShapes(SyntheticShapesConfig):
 
 class RecordedCpu(CpuConfig):
     type: Literal["recorded_cpu"] = "recorded_cpu"
+
+
+class RecordedCaption(CaptionObjectiveConfig):
+    type: Literal["recorded_caption"] = "recorded_caption"
 
 
 class RecorderConfig(EarlyStoppingConfig):
@@ -153,6 +158,11 @@ class EveryHook(EventLog):
         self._add(registrar, "recorded_cpu", "pgmm_core.devices.cpu:build_cpu", RecordedCpu)
 
     @hookimpl
+    def pgmm_register_objectives(self, registrar):
+        self._add(registrar, "recorded_caption", "pgmm_core.objectives.caption:build_caption_objective",
+                  RecordedCaption)
+
+    @hookimpl
     def pgmm_register_callbacks(self, registrar):
         self.registered.append((registrar.kind, "recorder"))
         registrar.add("recorder", lambda config: EventLog(self.callback_calls), RecorderConfig,
@@ -194,6 +204,7 @@ def recorded_run(tmp_path_factory):
     data["data"]["train"] = [{"type": "recorded_shapes", "num_samples": 16}]
     data["data"]["val"] = [{"type": "recorded_shapes", "num_samples": 2}]
     data["device"] = {"type": "recorded_cpu"}
+    data["objective"] = {"type": "recorded_caption"}
     config = validate_config(data, host, source="hooks test")
     summary = train(config)
     return plugin, host, summary, out
@@ -203,7 +214,8 @@ def test_registration_hooks_register_components_that_pgmm_builds(recorded_run):
     plugin, host, summary, _ = recorded_run
     assert {kind for kind, _ in plugin.registered} == set(hookspecs.REGISTRATION_HOOKS)
     built = {kind: context for kind, context in plugin.built}
-    assert set(built) == {"vision", "connector", "projector", "llm", "dataset", "device"}
+    assert set(built) == {"vision", "connector", "projector", "llm", "dataset", "device", "objective"}
+    assert built["objective"] == {}
     assert built["connector"] == {"encoder_width": 32}
     assert built["projector"] == {"in_features": 32, "out_features": 32}
     splits = sorted(context["split"] for kind, context in plugin.built if kind == "dataset")

@@ -63,8 +63,16 @@ def test_eva_keeps_lavis_preprocessing(host, build):
     assert tower.image_spec == lavis and tower.image_size == 28
 
 
-def test_frozen_tower_stays_in_eval_and_out_of_autograd(build):
-    tower = build("vision", {**TINY_EVA, "drop_path_rate": 0.5})
+def built_alone(host, **model):
+    """The image side built by build_model (which owns freezing) from the tiny config with ``model`` slots."""
+    data = tiny_config("unused")
+    data["model"].update(model)
+    return build_model(validate_config(data, host), parts={"vision", "connector"})
+
+
+def test_frozen_tower_stays_in_eval_and_out_of_autograd(host):
+    tower = built_alone(host, vision={**TINY_EVA, "drop_path_rate": 0.5}).vision
+    assert tower.frozen
     assert not any(p.requires_grad for p in tower.parameters())
     tower.train()
     assert not any(m.training for m in tower.modules())
@@ -164,8 +172,9 @@ def test_qformer_grad_checkpointing_gives_the_same_gradients(build):
     assert_same_gradients(plain, checkpointed, torch.randn(2, 9, 24))
 
 
-def test_frozen_qformer(build):
-    connector = build("connector", {**TINY_QFORMER, "freeze": True}, encoder_width=24)
+def test_frozen_qformer(build, host):
+    assert build("connector", {**TINY_QFORMER, "freeze": True}, encoder_width=24).frozen
+    connector = built_alone(host, vision=TINY_EVA, connector={**TINY_QFORMER, "freeze": True}).connector
     connector.train()
     assert not connector.training and not any(p.requires_grad for p in connector.parameters())
 
@@ -276,7 +285,7 @@ def test_identity_projector_refuses_width_change(build):
         build("projector", {"type": "identity"}, in_features=8, out_features=16)
 
 
-def test_freeze_survives_deepcopy(build):
-    tower = copy.deepcopy(build("vision", TINY_EVA))
+def test_freeze_survives_deepcopy(host):
+    tower = copy.deepcopy(built_alone(host, vision=TINY_EVA).vision)
     tower.train()
     assert not tower.training

@@ -41,6 +41,7 @@ def run_mode(mode: str, repeats: int) -> dict:
     import torch
     from torch import nn
 
+    from pgmm_core.components import freeze
     from pgmm_core.model import MultimodalModel
     from pgmm_core.plugins import PluginHost
 
@@ -52,6 +53,8 @@ def run_mode(mode: str, repeats: int) -> dict:
 
     start = time.perf_counter()
     vision = build("vision", {"type": "eva_vit_g", "freeze": mode != "all_grad"})
+    if vision.frozen:
+        freeze(vision)  # what build_model does with a frozen part
     connector = build("connector", {"type": "qformer"}, encoder_width=vision.out_features)
     projector = build("projector", {"type": "mlp2x_gelu"}, in_features=connector.out_features, out_features=4096)
     model = MultimodalModel(vision, connector, projector, nn.Module())

@@ -1,6 +1,8 @@
-"""pgmm-core's own plugin: the cpu, cuda and auto device backends and the built-in callbacks.
+"""pgmm-core's own plugin: the cpu, cuda and auto device backends, the built-in callbacks and the
+``caption`` objective.
 
-``auto`` is the device kind's default (``default=True``): a config without a ``device`` section uses it.
+``auto`` is the device kind's default and ``caption`` the objective kind's (``default=True``): a config
+without a ``device`` or ``objective`` section uses them.
 
 Registered through the ``pgmm`` entry point like every third-party plugin. Import-cheap: config
 models are plain pydantic, factories are dotted paths imported when a component is built.
@@ -11,6 +13,7 @@ from __future__ import annotations
 from pgmm_core.callbacks.configs import EarlyStoppingConfig
 from pgmm_core.devices.configs import AutoDeviceConfig, CpuConfig, CudaConfig
 from pgmm_core.hookspecs import hookimpl
+from pgmm_core.objectives.configs import CaptionObjectiveConfig
 
 
 @hookimpl
@@ -28,3 +31,9 @@ def pgmm_register_callbacks(registrar):
     registrar.add("early_stopping", "pgmm_core.callbacks.early_stopping:EarlyStopping",
                   EarlyStoppingConfig,
                   description="stop when an eval metric has not improved for `patience` evaluations")
+
+
+@hookimpl
+def pgmm_register_objectives(registrar):
+    registrar.add("caption", "pgmm_core.objectives.caption:build_caption_objective", CaptionObjectiveConfig,
+                  default=True, description="BLIP-2 stage 2: captioning loss, evaluation by generated captions (CIDEr, BLEU, ...)")

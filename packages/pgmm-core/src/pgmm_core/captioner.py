@@ -70,13 +70,11 @@ class Captioner:
         from pgmm_core.devices.select import select_device_backend
         from pgmm_core.preprocessing import run_image_spec
         from pgmm_core.runs import load_run
-        from pgmm_core.train.loop import apply_precision_policy
 
-        run = load_run(run_dir, checkpoint=checkpoint, overrides=list(overrides), host=host)
+        run = load_run(run_dir, checkpoint=checkpoint, overrides=list(overrides), host=host)  # policy applied
         backend = select_device_backend(run.config.device, run.config.host)
         device = backend.setup(0)
         policy = backend.precision_policy()
-        apply_precision_policy(run.model, policy)
         run.model.to(device)
         spec = run_image_spec(run.run_dir, run.config, run.model.vision)
         logger.debug("captioning with %s on %s", spec, device)

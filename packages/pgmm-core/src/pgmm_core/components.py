@@ -1,7 +1,15 @@
 """The protocols components implement, and helpers they share.
 
 These are structural (``typing.Protocol``): a plugin's class needs no pgmm base class, only these
-attributes and methods. :mod:`pgmm_core.testing` checks them for every registered component.
+attributes and methods. :mod:`pgmm_core.testing` checks them for every registered component. Every
+attribute the core reads from a component is declared here.
+
+**Freezing has one owner: :func:`pgmm_core.build_model`.** A component whose config says
+``freeze: true`` declares ``frozen = True`` and does nothing else about it; ``build_model`` then
+freezes it with :func:`freeze` (no gradients, eval mode that ``train()`` cannot undo). Factories never
+call :func:`freeze` themselves. A frozen vision tower or LLM that ``follows_precision_policy`` is
+then stored in the run's precision policy's dtype (bf16/fp16); one whose config pins its own dtype
+says ``follows_precision_policy = False`` and is left as it is.
 """
 
 from __future__ import annotations
@@ -17,32 +25,45 @@ from pgmm_core.preprocessing import ImageSpec
 
 @runtime_checkable
 class VisionEncoder(Protocol):
-    """An image tower. ``forward(pixel_values: B×3×H×W) -> B×N×out_features`` (all tokens).
+    """An image tower. ``forward(pixel_values: B×3×H×W) -> B×N×out_features`` (all tokens, float32).
 
     ``image_spec`` is the preprocessing its pixels need (size, mean/std, interpolation, crop), as the
     tower was trained: datasets, the evaluator and the Captioner prepare images by it.
     ``image_size`` equals ``image_spec.size``. Its config model gives the same spec without building
     the tower (``config.image_spec()``).
+    ``frozen``: the config's ``freeze`` (``build_model`` freezes the tower and runs it under
+    ``no_grad``); ``follows_precision_policy``: a frozen tower may be stored in the run's precision
+    (false when its config pins a dtype), so it must accept float32 pixels whatever its own dtype.
     """
 
     out_features: int
     image_size: int
     image_spec: ImageSpec
     frozen: bool
+    follows_precision_policy: bool
 
     def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor: ...
 
 
 @runtime_checkable
 class Connector(Protocol):
-    """Turns vision tokens into a fixed number of query tokens: ``B×N×D -> B×Q×out_features``."""
+    """Turns vision tokens into a fixed number of query tokens: ``B×N×D -> B×Q×out_features``.
+
+    ``frozen``: the config's ``freeze`` where it has one, else false (``build_model`` freezes it).
+    ``pretrained_vision_norm()``: the ``ln_vision`` state dict (``weight``, ``bias`` of the encoder
+    width) found in the connector's checkpoint — LAVIS stores it beside the Q-Former — or ``None``;
+    ``build_model`` loads it into the model's ``ln_vision``.
+    """
 
     out_features: int
     num_query_tokens: int
+    frozen: bool
 
     def __call__(
         self, vision_embeds: torch.Tensor, vision_mask: torch.Tensor | None = None
     ) -> torch.Tensor: ...
+
+    def pretrained_vision_norm(self) -> dict[str, torch.Tensor] | None: ...
 
 
 @runtime_checkable
@@ -67,11 +88,14 @@ class LLMBackend(Protocol):
     position ``i``; ``-100`` is ignored) and must compute logits only where a label is set.
     ``generate`` returns only the new token ids (``B * num_return_sequences`` lists), without EOS or
     padding, decoding with exactly the settings given.
+
+    ``frozen`` and ``follows_precision_policy`` mean what they mean for a :class:`VisionEncoder`.
     """
 
     hidden_size: int
     tokenizer: Tokenizer
     frozen: bool
+    follows_precision_policy: bool
 
     def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor: ...
 

@@ -11,7 +11,7 @@ Datasets (from any plugin) are indexable objects returning dicts:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,7 +199,10 @@ class BadImageTracker:
 
 
 def make_loader(datasets: Sequence[Any], sampler: Sampler[int] | None, *, batch_size: int, num_workers: int,
-                drop_last: bool, seed: int = 0) -> DataLoader:
+                drop_last: bool, seed: int = 0, collate_fn: Callable[[list[dict[str, Any]]], Any] = collate
+                ) -> DataLoader:
+    """Batches of ``datasets`` (concatenated) in ``sampler``'s order, collated by ``collate_fn``
+    (the objective's; :func:`collate` by default)."""
     dataset = datasets[0] if len(datasets) == 1 else ConcatDataset(list(datasets))
     return DataLoader(
         SeededItems(dataset),
@@ -207,7 +210,7 @@ def make_loader(datasets: Sequence[Any], sampler: Sampler[int] | None, *, batch_
         sampler=sampler,
         shuffle=False,
         num_workers=num_workers,
-        collate_fn=collate,
+        collate_fn=collate_fn,
         drop_last=drop_last,
         persistent_workers=False,
         generator=torch.Generator().manual_seed(seed),

@@ -34,13 +34,12 @@ def evaluate_run(run_dir: str | Path, *, split: str = "val", data_file: str | No
                  out_dir: str | Path | None = None, host: Any | None = None) -> dict[str, Any]:
     """Caption and score; rank 0 writes ``results.json`` and ``metrics.json``. Returns the metrics."""
     from pgmm_core.devices.select import select_device_backend
-    from pgmm_core.evaluation import evaluate_dataset
     from pgmm_core.metrics import format_table
+    from pgmm_core.objectives.base import EvalContext
     from pgmm_core.preprocessing import run_image_spec
     from pgmm_core.runs import load_run
     from pgmm_core.train import checkpoint as ckpt
     from pgmm_core.train.distributed import DistEnv, destroy_process_group, init_process_group
-    from pgmm_core.train.loop import apply_precision_policy
 
     overrides = list(overrides)
     if data_file is not None:
@@ -64,9 +63,12 @@ def evaluate_run(run_dir: str | Path, *, split: str = "val", data_file: str | No
     device = backend.setup(env.local_rank)
     init_process_group(env, backend.dist_backend, device)
     try:
-        policy = backend.precision_policy()
-        apply_precision_policy(run.model, policy)
+        policy = backend.precision_policy()  # build_model (in load_run) stored the frozen towers in its dtype
         run.model.to(device)
+        objective = config.host.build("objective", config.objective)
+        context = EvalContext(device=device, policy=policy, collectives=backend.collectives,
+                              batch_size=config.data.eval_batch_size or config.data.batch_size,
+                              num_workers=config.data.num_workers, eval=config.eval, progress=env.is_main)
         out = Path(out_dir) if out_dir else run.run_dir / "eval" / f"{split}-step{run.step:06d}"
         if env.is_main and (out / "metrics.json").is_file():
             print(f"replacing the earlier evaluation in {out}" + ("" if out_dir else " (--out DIR keeps it)"))
@@ -75,12 +77,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "val", data_file: str | No
         for i, dataset_config in enumerate(datasets_config):
             dataset = config.host.build("dataset", dataset_config, split=split, image_spec=image_spec,
                                         image_size=image_spec.size)
-            result = evaluate_dataset(
-                run.model, dataset, generation=config.eval.generation,
-                batch_size=config.data.eval_batch_size or config.data.batch_size,
-                num_workers=config.data.num_workers, device=device, policy=policy,
-                collectives=backend.collectives, java=config.eval.java, max_images=config.eval.max_images,
-                progress=env.is_main)
+            result = objective.evaluate(run.model, dataset, context)
             prefix = "" if i == 0 else f"{result.name}/"
             merged.update({f"{prefix}{k}": v for k, v in result.metrics.items() if k != "unavailable"})
             if env.is_main:

@@ -90,6 +90,12 @@ def pgmm_register_callbacks(registrar: Registrar) -> None:
 
 
 @hookspec
+def pgmm_register_objectives(registrar: Registrar) -> None:
+    """Add training objectives (what a batch holds, the loss, the model parts, the evaluation).
+    Factory: ``factory(config) -> Objective`` (:class:`pgmm_core.objectives.base.Objective`)."""
+
+
+@hookspec
 def pgmm_register_commands(registrar: CommandRegistrar) -> None:
     """Add subcommands to ``python -m pgmm_core`` (for example ``data check``)."""
 

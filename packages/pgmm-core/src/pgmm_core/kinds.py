@@ -163,6 +163,16 @@ KINDS: tuple[Kind, ...] = (
         contract=f"{_CONTRACTS}.callback:CallbackContract",
         description="run-scoped plugin receiving the trainer's pgmm_on_* events",
     ),
+    Kind(
+        name="objective",
+        label="objective",
+        hook="pgmm_register_objectives",
+        slots=(Slot("objective"),),
+        context=(),
+        protocol="pgmm_core.objectives.base:Objective",
+        contract=f"{_CONTRACTS}.objective:ObjectiveContract",
+        description="what a batch holds, the loss, the model parts it needs, and its evaluation",
+    ),
 )
 """The component kinds, in the order ``plugins`` lists them."""
 

@@ -1,33 +1,52 @@
 """The multimodal model: vision tower -> ln_vision -> connector -> projector -> LLM.
 
-Only wiring lives here; every part comes from a registered component. The stage-2 captioning loss
-places the projected query tokens before ``[BOS] prompt caption [EOS]`` and supervises the caption
-and EOS only (LAVIS BLIP-2 stage 2 with openPangu's EOS).
+Only wiring lives here; every part comes from a registered component, and :func:`build_model`
+builds the parts a run's objective needs (all four for captioning; the image side alone,
+vision + connector, for Q-Former pretraining). The losses belong to the objectives
+(:mod:`pgmm_core.objectives`); ``model(pixel_values, captions)`` computes the stage-2 captioning
+loss of :mod:`pgmm_core.objectives.caption` for the public API.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from pgmm_core import frozen_weights
 from pgmm_core.components import count_parameters, freeze
 from pgmm_core.config.sections import GenerationSection
+from pgmm_core.errors import PgmmError
+from pgmm_core.objectives.base import MODEL_PARTS
+from pgmm_core.objectives.caption import IGNORE_INDEX, caption_loss
 
-IGNORE_INDEX = -100
+logger = logging.getLogger(__name__)
+
+PART_NEEDS: dict[str, frozenset[str]] = {
+    "connector": frozenset({"vision"}),  # its input width is the tower's
+    "projector": frozenset({"connector", "llm"}),  # connector width -> LLM width
+}
+"""Parts that cannot be built without others (the LLM and the vision tower stand alone)."""
+
+
+class ModelPartsError(PgmmError, ValueError):
+    """A set of model parts that cannot be built, or a method that needs a part that was not built."""
 
 
 @dataclass
 class ImageEncoding:
     """``vision_embeds``: tower output after ln_vision (all tokens); ``query_embeds``: connector
-    output (B×Q×H); ``llm_embeds``: projector output, the LLM's visual tokens."""
+    output (B×Q×H); ``llm_embeds``: projector output, the LLM's visual tokens. A part the model was
+    built without gives ``None``."""
 
     vision_embeds: torch.Tensor
-    query_embeds: torch.Tensor
-    llm_embeds: torch.Tensor
+    query_embeds: torch.Tensor | None
+    llm_embeds: torch.Tensor | None
 
 
 @dataclass
@@ -44,14 +63,18 @@ class TokenizedCaptions:
 
 
 class MultimodalModel(nn.Module):
-    """BLIP-2 style captioner. Build it with :func:`build_model`."""
+    """BLIP-2 style model. Build it with :func:`build_model`.
+
+    A part the model was built without is ``None`` (``ln_vision`` comes with the vision tower);
+    methods that need it raise :class:`ModelPartsError` naming it.
+    """
 
     def __init__(
         self,
-        vision: nn.Module,
-        connector: nn.Module,
-        projector: nn.Module,
-        llm: nn.Module,
+        vision: nn.Module | None,
+        connector: nn.Module | None,
+        projector: nn.Module | None,
+        llm: nn.Module | None,
         *,
         prompt: str = "",
         max_text_len: int = 32,
@@ -59,34 +82,58 @@ class MultimodalModel(nn.Module):
         super().__init__()
         self.vision = vision
         # Trained, outside the frozen tower, computed in float32 (LAVIS' LayerNorm does the same).
-        self.ln_vision = nn.LayerNorm(vision.out_features, eps=1e-5)
+        self.ln_vision = nn.LayerNorm(vision.out_features, eps=1e-5) if vision is not None else None
         self.connector = connector
         self.projector = projector
         self.llm = llm
         self.prompt = prompt
         self.max_text_len = max_text_len
+        # Fingerprint of the frozen weights as built, before any precision cast (frozen_weights.json).
+        self.frozen_fingerprint: dict[str, str] = {}
+
+    # --- parts ------------------------------------------------------------------------------------
+
+    @property
+    def parts(self) -> frozenset[str]:
+        """The parts this model was built with (a subset of vision, connector, projector, llm)."""
+        return frozenset(name for name in sorted(MODEL_PARTS) if getattr(self, name) is not None)
+
+    def require_parts(self, *names: str, purpose: str) -> None:
+        missing = [name for name in names if getattr(self, name) is None]
+        if missing:
+            raise ModelPartsError(
+                f"{purpose} needs the model's {', '.join(missing)}, but this model was built with "
+                f"{', '.join(sorted(self.parts)) or 'no parts'} only (build_model(config, parts=...) "
+                "builds what the objective asks for)")
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's parameters are (an objective moves its batch there)."""
+        return next(self.parameters()).device
 
     # --- image side -------------------------------------------------------------------------------
 
     def encode_image(self, pixel_values: torch.Tensor) -> ImageEncoding:
-        no_grad = getattr(self.vision, "frozen", False)
-        with torch.no_grad() if no_grad else contextlib.nullcontext():
+        self.require_parts("vision", purpose="encode_image")
+        with torch.no_grad() if self.vision.frozen else contextlib.nullcontext():
             features = self.vision(pixel_values)
         with torch.autocast(device_type=features.device.type, enabled=False):
             vision_embeds = self.ln_vision(features.float())
-        query_embeds = self.connector(vision_embeds)
-        llm_embeds = self.projector(query_embeds)
+        query_embeds = self.connector(vision_embeds) if self.connector is not None else None
+        llm_embeds = self.projector(query_embeds) if self.projector is not None else None
         return ImageEncoding(vision_embeds, query_embeds, llm_embeds)
 
     # --- text side --------------------------------------------------------------------------------
 
     def prompt_ids(self, prompt: str | None = None) -> list[int]:
         """``[BOS] + prompt`` token ids: what precedes every caption."""
+        self.require_parts("llm", purpose="the prompt's tokens")
         tok = self.llm.tokenizer
         return tok.encode(self.prompt if prompt is None else prompt, add_bos=True)
 
     def tokenize_captions(self, captions: list[str], device: torch.device | str = "cpu") -> TokenizedCaptions:
         """``[BOS] prompt caption [EOS]``, truncated to ``max_text_len`` tokens with EOS kept."""
+        self.require_parts("llm", purpose="tokenizing captions")
         tok = self.llm.tokenizer
         prefix = self.prompt_ids()
         room = max(self.max_text_len - len(prefix) - 1, 0)
@@ -107,21 +154,9 @@ class MultimodalModel(nn.Module):
     # --- training ---------------------------------------------------------------------------------
 
     def forward(self, pixel_values: torch.Tensor, captions: list[str]) -> CaptionOutput:
-        if isinstance(captions, str) or len(captions) != pixel_values.shape[0]:
-            count = "a string" if isinstance(captions, str) else f"{len(captions)} caption(s)"
-            raise ValueError(f"one caption per image: got {pixel_values.shape[0]} image(s) and {count}")
-        image = self.encode_image(pixel_values)
-        visual = image.llm_embeds
-        text = self.tokenize_captions(captions, device=visual.device)
-        text_embeds = self.llm.embed_tokens(text.input_ids)
-        batch, queries = visual.shape[:2]
-        inputs_embeds = torch.cat([visual.to(text_embeds.dtype), text_embeds], dim=1)
-        visual_mask = torch.ones((batch, queries), dtype=text.attention_mask.dtype, device=visual.device)
-        attention_mask = torch.cat([visual_mask, text.attention_mask], dim=1)
-        visual_labels = torch.full((batch, queries), IGNORE_INDEX, dtype=torch.long, device=visual.device)
-        labels = torch.cat([visual_labels, text.labels], dim=1)
-        loss = self.llm.caption_loss(inputs_embeds, attention_mask, labels)
-        return CaptionOutput(loss=loss, num_target_tokens=int((labels[:, 1:] != IGNORE_INDEX).sum()))
+        """The stage-2 captioning loss (the ``caption`` objective's, see :func:`caption_loss`)."""
+        output = caption_loss(self, pixel_values, captions)
+        return CaptionOutput(loss=output.loss, num_target_tokens=output.num_targets)
 
     # --- generation -------------------------------------------------------------------------------
 
@@ -130,6 +165,7 @@ class MultimodalModel(nn.Module):
         """Caption a batch. Settings are :class:`GenerationSection` fields (num_beams, max_new_tokens,
         min_new_tokens, do_sample, top_p, temperature, repetition_penalty, length_penalty,
         num_return_sequences); returns ``B * num_return_sequences`` strings."""
+        self.require_parts("vision", "connector", "projector", "llm", purpose="generate")
         generation = settings.pop("generation", None) or GenerationSection(**settings)
         image = self.encode_image(pixel_values)
         visual = image.llm_embeds
@@ -154,28 +190,77 @@ class MultimodalModel(nn.Module):
         return {"trainable": trainable, "frozen": frozen}
 
 
-def build_model(config: Any) -> MultimodalModel:
-    """Build the model a validated config describes, using the config's plugin host."""
+def check_parts(parts: Iterable[str]) -> frozenset[str]:
+    """``parts`` as a frozenset, refused when it names an unknown part or lacks one a part needs."""
+    chosen = frozenset(parts)
+    unknown = sorted(chosen - MODEL_PARTS)
+    if unknown:
+        raise ModelPartsError(f"unknown model part(s) {', '.join(unknown)} (parts: {', '.join(sorted(MODEL_PARTS))})")
+    for part, needs in PART_NEEDS.items():
+        if part in chosen and not needs <= chosen:
+            raise ModelPartsError(f"the {part} cannot be built without the {' and '.join(sorted(needs - chosen))} "
+                                  f"(parts asked for: {', '.join(sorted(chosen))})")
+    return chosen
+
+
+def apply_precision_policy(model: MultimodalModel, policy: Any) -> None:
+    """Store frozen towers (vision, LLM) in the policy's dtype unless their own config pinned one
+    (``follows_precision_policy`` false). Trainable parts stay float32 for their optimizer."""
+    for part in (model.vision, model.llm):
+        if part is not None and part.frozen and part.follows_precision_policy:
+            part.to(policy.frozen_dtype)
+
+
+def config_precision_policy(config: Any) -> Any:
+    """The precision policy of the device backend a run with ``config`` uses, chosen the way the
+    trainer chooses it (``device`` section, ``PGMM_DEVICE``, auto-detection), without setting up a
+    device."""
+    from pgmm_core.devices.select import select_device_backend
+
+    return select_device_backend(config.device, config.host).precision_policy()
+
+
+def build_model(config: Any, parts: Iterable[str] | None = None, *, policy: Any = None) -> MultimodalModel:
+    """Build the model a validated config describes, using the config's plugin host.
+
+    ``parts`` (default: the config objective's ``parts``) are the parts built, in the order vision,
+    connector, LLM, projector; the connector needs the vision tower, the projector needs connector
+    and LLM (so ``{"vision", "connector"}`` is the image side alone, without projector or LLM).
+
+    Freezing has one owner, this function: every part whose ``frozen`` is true is frozen here with
+    :func:`pgmm_core.components.freeze` (factories only declare it). The frozen weights are then
+    fingerprinted (``model.frozen_fingerprint``, recorded by the trainer, compared by
+    :func:`pgmm_core.runs.load_run`), and the precision policy — ``policy``, or the config's device
+    backend's — stores frozen towers in its dtype.
+    """
     host = config.host
     if host is None:
         raise ValueError("config has no plugin host; load it with pgmm_core.load_config")
+    if parts is None:
+        parts = host.build("objective", config.objective).parts
+    chosen = check_parts(parts)
     model_cfg = config.model
-    vision = host.build("vision", model_cfg.vision)
-    connector = host.build("connector", model_cfg.connector, encoder_width=vision.out_features)
-    llm = host.build("llm", model_cfg.llm)
+    vision = host.build("vision", model_cfg.vision) if "vision" in chosen else None
+    connector = (host.build("connector", model_cfg.connector, encoder_width=vision.out_features)
+                 if "connector" in chosen else None)
+    llm = host.build("llm", model_cfg.llm) if "llm" in chosen else None
     projector = host.build(
         "projector", model_cfg.projector, in_features=connector.out_features, out_features=llm.hidden_size
-    )
+    ) if "projector" in chosen else None
     model = MultimodalModel(
         vision, connector, projector, llm, prompt=model_cfg.prompt, max_text_len=model_cfg.max_text_len
     )
-    # LAVIS stores ln_vision beside the Q-Former; a connector that loaded it hands it over.
-    pretrained_norm = getattr(connector, "pretrained_vision_norm", None)
-    norm_state = pretrained_norm() if callable(pretrained_norm) else None
-    if norm_state:
-        model.ln_vision.load_state_dict(norm_state)
-    if getattr(vision, "frozen", False):
-        freeze(vision)
-    if getattr(llm, "frozen", False):
-        freeze(llm)
+    if connector is not None:
+        # LAVIS stores ln_vision beside the Q-Former; a connector that loaded it hands it over.
+        norm_state = connector.pretrained_vision_norm()
+        if norm_state:
+            model.ln_vision.load_state_dict(norm_state)
+    for part in (vision, connector, llm):
+        if part is not None and part.frozen:
+            freeze(part)
+    model.frozen_fingerprint = frozen_weights.fingerprint(model)
+    policy = policy if policy is not None else config_precision_policy(config)
+    apply_precision_policy(model, policy)
+    logger.debug("built model parts %s; frozen: %s; frozen towers stored as %s", sorted(chosen),
+                 sorted(model.frozen_fingerprint), policy.frozen_dtype)
     return model

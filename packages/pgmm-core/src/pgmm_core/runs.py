@@ -68,7 +68,7 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", overrides: tuple[
     path = resolve_checkpoint(run_dir, checkpoint)
     with seeded_on_cpu(config.train.seed):
         model = build_model(config)
-    mismatch = frozen_weights.differing_parts(run_dir, frozen_weights.fingerprint(model))
+    mismatch = frozen_weights.differing_parts(run_dir, model.frozen_fingerprint)
     if mismatch:
         print(f"pgmm: warning: {frozen_weights.mismatch_warning(run_dir, mismatch)}", file=sys.stderr)
     shapes = {k: tuple(v.shape) for k, v in model.trainable_state_dict().items()}

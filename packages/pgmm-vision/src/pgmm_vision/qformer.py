@@ -49,6 +49,7 @@ class QFormerConnector(nn.Module):
         self.out_features = config.hidden_size
         self.num_query_tokens = config.num_query_tokens
         self.encoder_width = encoder_width
+        self.frozen = config.freeze  # pgmm_core.build_model freezes it
         self._vision_norm: dict[str, torch.Tensor] | None = None
 
     def forward(self, vision_embeds: torch.Tensor, vision_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -75,8 +76,4 @@ def build_qformer(config, *, encoder_width: int) -> QFormerConnector:
         state = read_state_dict(config.checkpoint, hint="blip2", wanted=not_llm)
         report, connector._vision_norm = load_qformer_state(connector, state, config.checkpoint)
         logger.info(report.summary())
-    if config.freeze:
-        from pgmm_core.components import freeze
-
-        freeze(connector)
     return connector

@@ -15,9 +15,9 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 class TimmTower(nn.Module):
     """A timm model as a vision tower: ``forward(B×3×H×W) -> B×N×out_features`` float32 tokens.
 
-    * ``frozen``: no parameter requires grad, the tower is in eval mode and stays there whatever
-      ``train()`` the surrounding model calls (drop-path and dropout stay off, as the tower was
-      trained), and its forward runs under ``torch.no_grad``.
+    * ``frozen``: the tower is to be frozen — ``pgmm_core.build_model`` freezes it (no gradients,
+      eval mode that ``train()`` cannot undo, so drop-path and dropout stay off as the tower was
+      trained); its forward runs under ``torch.no_grad``.
     * ``precision``: storage dtype of a frozen tower (``fp16``/``bf16`` halve its memory). Inputs are
       cast to it and outputs returned in float32, because ln_vision and everything after it train in
       float32. ``None`` lets the run's device precision policy choose (fp32 unless configured).
@@ -41,12 +41,6 @@ class TimmTower(nn.Module):
             model.set_grad_checkpointing(True)
         if precision is not None:
             model.to(DTYPES[precision])
-        if frozen:
-            model.requires_grad_(False)
-            self.eval()
-
-    def train(self, mode: bool = True) -> TimmTower:
-        return super().train(mode and not self.frozen)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         dtype = next(self.model.parameters()).dtype

@@ -3,9 +3,10 @@
 pgmm's connector expects tokens (B×N×D), while a CNN ends in a feature map (B×C×h×w); this tower
 flattens the map so that every spatial position is one token. Everything else follows the
 vision-encoder contract (``pgmm_core.testing.contracts.VisionEncoderContract``): ``out_features``,
-``image_size``, ``image_spec`` (the CNN's preprocessing, from timm's data config) and ``frozen``
-attributes, float32 pixels accepted whatever dtype the trainer stored the frozen tower in, float32
-tokens out.
+``image_size``, ``image_spec`` (the CNN's preprocessing, from timm's data config), ``frozen`` and
+``follows_precision_policy`` attributes, float32 pixels accepted whatever dtype the frozen tower is
+stored in, float32 tokens out. Freezing itself is ``pgmm_core.build_model``'s job: the tower only
+says whether it is frozen.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class CnnTokens(nn.Module):
         self.image_spec = image_spec
         self.image_size = image_spec.size
         self.frozen = frozen
+        self.follows_precision_policy = True  # no dtype option: a frozen CNN takes the run's precision
         self.position_embedding = position_embedding
         if position_embedding and self.out_features % 4:
             raise PgmmError(f"cnn_tokens: a sin-cos position embedding needs a feature width divisible by 4 "

@@ -19,10 +19,10 @@ from pgmm_core.config.loading import changed_paths, config_to_json
 from pgmm_core.data import BadImageTracker, ResumableSampler, make_loader
 from pgmm_core.devices.select import select_device_backend
 from pgmm_core.errors import CheckpointError, ConfigError, DataError
-from pgmm_core.evaluation import evaluate_dataset
 from pgmm_core.metrics import format_table
 from pgmm_core.metrics_expr import evaluate_metric_expression
-from pgmm_core.model import MultimodalModel, build_model
+from pgmm_core.model import build_model
+from pgmm_core.objectives.base import EvalContext, ObjectiveModule
 from pgmm_core.preprocessing import IMAGE_SPEC_FILE, encoder_image_spec
 from pgmm_core.run_state import RunView
 from pgmm_core.train import checkpoint as ckpt
@@ -63,13 +63,6 @@ class Position:
     micro: int = 0
 
 
-def apply_precision_policy(model: MultimodalModel, policy: Any) -> None:
-    """Store frozen towers in the policy's dtype unless their own config pinned one."""
-    for part in (model.vision, model.llm):
-        if getattr(part, "frozen", False) and getattr(part, "follows_precision_policy", True):
-            part.to(policy.frozen_dtype)
-
-
 class Trainer:
     def __init__(self, config: Any, *, resume: str | None = None) -> None:
         self.config = config
@@ -98,9 +91,9 @@ class Trainer:
         self.collectives = self.backend.collectives
         self.policy = self.backend.precision_policy()
         rng.seed_everything(t.seed, self.backend)  # identical initialisation on every rank
-        self.model = build_model(cfg)
-        self.frozen_prints = frozen_weights.fingerprint(self.model)  # before the precision policy casts
-        apply_precision_policy(self.model, self.policy)
+        self.objective = self.host.build("objective", cfg.objective)
+        self.model = build_model(cfg, self.objective.parts, policy=self.policy)
+        self.frozen_prints = self.model.frozen_fingerprint  # taken before the precision policy's cast
         self.model.to(self.device)
         rng.seed_everything(t.seed + self.env.rank, self.backend)  # LAVIS: per-rank stream for dropout
         self.image_spec = encoder_image_spec(self.model.vision)
@@ -112,7 +105,8 @@ class Trainer:
         self.sampler = ResumableSampler([len(d) for d in self.train_sets], num_replicas=self.env.world_size,
                                         rank=self.env.rank, seed=t.seed, weights=cfg.data.train_weights)
         self.loader = make_loader(self.train_sets, self.sampler, batch_size=self.batch_size,
-                                  num_workers=cfg.data.num_workers, drop_last=True, seed=t.seed)
+                                  num_workers=cfg.data.num_workers, drop_last=True, seed=t.seed,
+                                  collate_fn=self.objective.collate)
         micro_per_epoch = self.sampler.per_rank // self.batch_size
         self.steps_per_epoch = micro_per_epoch // t.accum_steps
         if self.steps_per_epoch == 0:
@@ -126,12 +120,13 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, t)
         self.scaler = self.policy.grad_scaler()
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.ddp: nn.Module = self.model
+        self.ddp: nn.Module = ObjectiveModule(self.model, self.objective)
+        self.distributed = self.env.distributed
         if self.env.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type != "cpu" else None
-            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
+            self.ddp = DistributedDataParallel(self.ddp, device_ids=ids)
         self.tracker = BadImageTracker(cfg.data.max_bad_fraction, collectives=self.collectives, device=self.device)
         self.best: dict[str, Any] | None = None
         self.last_metrics: dict[str, Any] = {}
@@ -340,7 +335,7 @@ class Trainer:
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr
                 last_micro = (micro + 1) % accum == 0
-                sync = contextlib.nullcontext() if last_micro or self.ddp is self.model else self.ddp.no_sync()
+                sync = contextlib.nullcontext() if last_micro or not self.distributed else self.ddp.no_sync()
                 with sync:
                     loss = self._micro_loss(batch) / accum
                     (self.scaler.scale(loss) if self.scaler else loss).backward()
@@ -396,7 +391,7 @@ class Trainer:
         if len(batch) == 0:  # every image in this batch was unreadable: keep DDP in step with zero grads
             return sum(p.sum() * 0.0 for p in self.trainable)
         with self.policy.autocast():
-            output = self.ddp(batch.images.to(self.device, non_blocking=True), batch.captions)
+            output = self.ddp(batch)
         return output.loss
 
     def _optimizer_step(self) -> float:
@@ -440,12 +435,11 @@ class Trainer:
     def _evaluate(self, step: int, epoch: int) -> None:
         cfg = self.config
         merged: dict[str, Any] = {}
+        context = EvalContext(device=self.device, policy=self.policy, collectives=self.collectives,
+                              batch_size=cfg.data.eval_batch_size or cfg.data.batch_size,
+                              num_workers=cfg.data.num_workers, eval=cfg.eval, progress=self.env.is_main)
         for i, dataset in enumerate(self.val_sets):
-            result = evaluate_dataset(
-                self.model, dataset, generation=cfg.eval.generation,
-                batch_size=cfg.data.eval_batch_size or cfg.data.batch_size, num_workers=cfg.data.num_workers,
-                device=self.device, policy=self.policy, collectives=self.collectives, java=cfg.eval.java,
-                max_images=cfg.eval.max_images, progress=self.env.is_main)
+            result = self.objective.evaluate(self.model, dataset, context)
             prefix = "" if i == 0 else f"{result.name}/"
             merged.update({f"{prefix}{k}": v for k, v in result.metrics.items() if k != "unavailable"})
             if self.env.is_main:

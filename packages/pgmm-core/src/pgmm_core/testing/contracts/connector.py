@@ -15,8 +15,9 @@ class ConnectorContract(ComponentContract):
     """``connector(vision_embeds: B×N×W, vision_mask: B×N | None) -> B×Q×out_features``.
 
     ``W`` is the ``encoder_width`` the factory received. Masked vision tokens must not influence the
-    output, gradients must reach the vision embeddings (``ln_vision`` before it is trained), and a
-    config with ``freeze: true`` must give a frozen connector.
+    output, gradients must reach the vision embeddings (``ln_vision`` before it is trained), a config
+    with ``freeze: true`` gives a connector that says ``frozen`` (``build_model`` freezes it; the
+    factory does not), and ``pretrained_vision_norm()`` is ``None`` or an ``ln_vision`` state dict.
     """
 
     kind: ClassVar[str] = "connector"
@@ -42,6 +43,21 @@ class ConnectorContract(ComponentContract):
         assert_satisfies(component_instance, Connector)
         assert isinstance(component_instance.out_features, int) and component_instance.out_features > 0
         assert isinstance(component_instance.num_query_tokens, int) and component_instance.num_query_tokens > 0
+        assert isinstance(component_instance.frozen, bool)
+
+    def test_frozen_follows_the_config(self, component_instance: Any, component_config: Any) -> None:
+        expected = bool(getattr(component_config, "freeze", False))
+        assert component_instance.frozen is expected, (
+            f"frozen must be the config's freeze ({expected}); without a freeze field, False")
+
+    def test_pretrained_vision_norm(self, component_instance: Any) -> None:
+        import torch
+
+        norm = component_instance.pretrained_vision_norm()
+        if norm is None:
+            return
+        assert set(norm) == {"weight", "bias"}, f"an ln_vision state dict has weight and bias, got {sorted(norm)}"
+        assert all(isinstance(t, torch.Tensor) and t.shape == (self.encoder_width,) for t in norm.values())
 
     def test_outputs_query_tokens(self, component_instance: Any) -> None:
         import torch
@@ -79,13 +95,18 @@ class ConnectorContract(ComponentContract):
         assert not torch.allclose(visible_change, reference), "the output ignores the vision tokens"
 
     def test_gradients_reach_vision_embeddings_and_parameters(self, host: Any, component_config: Any) -> None:
-        connector = self.build(host, component_config).train()
+        from pgmm_core.components import freeze
+
+        connector = self.build(host, component_config)
+        if connector.frozen:
+            freeze(connector)  # as build_model does
+        connector.train()
         embeds = self.vision_embeds().requires_grad_(True)
         connector(embeds).pow(2).mean().backward()
         assert embeds.grad is not None and embeds.grad.abs().sum() > 0, (
             "no gradient reaches the vision embeddings (ln_vision before the connector is trained)")
         trainable = [p for p in connector.parameters() if p.requires_grad]
-        if getattr(component_config, "freeze", False):
+        if connector.frozen:
             assert not trainable
         else:
             assert trainable and any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainable)
@@ -94,8 +115,8 @@ class ConnectorContract(ComponentContract):
         if "freeze" not in type(component_config).model_fields:
             pytest.skip("this connector has no `freeze` option")
         connector = self.build(host, self.with_fields(component_config, freeze=True))
-        assert not any(p.requires_grad for p in connector.parameters()), "freeze: true left trainable parameters"
-        assert_frozen(connector, lambda: connector(self.vision_embeds()))
+        assert connector.frozen is True, "freeze: true must give frozen = True"
+        assert_frozen(connector, lambda: connector(self.vision_embeds()))  # frozen as build_model freezes it
 
     def test_trains_in_a_tiny_model(self, host: Any, component_config: Any, tmp_path: Path) -> None:
         assert_trains_in_tiny_model(host, tmp_path, connector=component_config.model_dump(mode="json"))

@@ -56,6 +56,7 @@ class LLMBackendContract(ComponentContract):
         assert_satisfies(backend, LLMBackend)
         assert isinstance(backend.hidden_size, int) and backend.hidden_size > 0
         assert isinstance(backend.frozen, bool)
+        assert isinstance(backend.follows_precision_policy, bool)
         assert "freeze" in type(component_config).model_fields, "LLM configs have a `freeze: bool` field"
         assert backend.frozen == component_config.freeze
         tok = backend.tokenizer

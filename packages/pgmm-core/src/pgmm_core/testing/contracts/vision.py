@@ -15,9 +15,9 @@ class VisionEncoderContract(ComponentContract):
     The encoder declares its preprocessing as ``image_spec`` (a
     :class:`~pgmm_core.preprocessing.ImageSpec` of size ``S``), and its config model gives the same
     spec without building the tower (``config.image_spec()``), so that ``data check``, ``report``
-    and captioning never build a tower to learn it. The config must have a ``freeze`` field; a
-    frozen tower is stored in the run's precision (bf16/fp16) by the trainer, so it must accept
-    float32 pixels whatever its own dtype.
+    and captioning never build a tower to learn it. The config must have a ``freeze`` field, mirrored
+    by ``frozen``; ``build_model`` freezes the tower and, when it ``follows_precision_policy``, stores
+    it in the run's precision (bf16/fp16), so it must accept float32 pixels whatever its own dtype.
     """
 
     kind: ClassVar[str] = "vision"
@@ -41,6 +41,7 @@ class VisionEncoderContract(ComponentContract):
         assert isinstance(encoder.out_features, int) and encoder.out_features > 0
         assert isinstance(encoder.image_size, int) and encoder.image_size > 0
         assert isinstance(encoder.frozen, bool)
+        assert isinstance(encoder.follows_precision_policy, bool)
         assert "freeze" in type(component_config).model_fields, "vision configs have a `freeze: bool` field"
         assert encoder.frozen == component_config.freeze
 
