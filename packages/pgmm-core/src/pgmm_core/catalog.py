@@ -23,6 +23,7 @@ FIRST_PARTY: dict[str, dict[str, str]] = {
     },
     "device": {"cpu": "pgmm-core", "cuda": "pgmm-core", "auto": "pgmm-core", "npu": "pgmm-ascend"},
     "callback": {"early_stopping": "pgmm-core"},
+    "strategy": {"auto": "pgmm-core", "single": "pgmm-core", "ddp": "pgmm-core"},
 }
 
 

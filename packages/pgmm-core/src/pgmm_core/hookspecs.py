@@ -74,6 +74,12 @@ def pgmm_register_callbacks(registrar: Registrar) -> None:
 
 
 @hookspec
+def pgmm_register_strategies(registrar: Registrar) -> None:
+    """Add training strategies (how training is spread over processes).
+    Factory: ``factory(config, *, device_backend) -> pgmm_core.strategies.base.Strategy``."""
+
+
+@hookspec
 def pgmm_register_commands(registrar: CommandRegistrar) -> None:
     """Add subcommands to ``python -m pgmm_core`` (for example ``data check``)."""
 
@@ -114,5 +120,6 @@ REGISTRATION_HOOKS: dict[str, str] = {
     "dataset": "pgmm_register_datasets",
     "device": "pgmm_register_device_backends",
     "callback": "pgmm_register_callbacks",
+    "strategy": "pgmm_register_strategies",
 }
 """Component kind -> the hook that registers it. The kind is what ``plugins`` prints (``kind:name``)."""

@@ -25,6 +25,7 @@ KIND_LABELS: dict[str, str] = {
     "dataset": "dataset",
     "device": "device backend",
     "callback": "callback",
+    "strategy": "strategy",
 }
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")

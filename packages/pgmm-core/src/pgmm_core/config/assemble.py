@@ -42,11 +42,12 @@ SLOTS: tuple[Slot, ...] = (
     Slot(("data", "test", "*"), "dataset"),
     Slot(("device",), "device"),
     Slot(("train", "callbacks", "*"), "callback"),
+    Slot(("strategy",), "strategy"),
 )
 
 NOTHING_INSTALLED = "no component of this kind is installed"
 
-DEFAULT_COMPONENTS: dict[str, str] = {"projector": "mlp2x_gelu", "device": "auto"}
+DEFAULT_COMPONENTS: dict[str, str] = {"projector": "mlp2x_gelu", "device": "auto", "strategy": "auto"}
 
 
 def slot_for(path: tuple[Any, ...]) -> Slot | None:
@@ -105,6 +106,7 @@ def assemble_config_model(host: PluginHost) -> type[ConfigRoot]:
     dataset = _component_union(host, "dataset")
     device = _component_union(host, "device")
     callback = _component_union(host, "callback")
+    strategy = _component_union(host, "strategy")
 
     model_section = create_model(
         "ModelConfig",
@@ -135,6 +137,7 @@ def assemble_config_model(host: PluginHost) -> type[ConfigRoot]:
         train=(train_section, Field(default_factory=train_section)),
         eval=(EvalSection, Field(default_factory=EvalSection)),
         device=(device, device_default),
+        strategy=(strategy, _default(host, "strategy")),
     )
     return root
 
