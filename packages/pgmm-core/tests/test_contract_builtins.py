@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from pgmm_core.testing.contracts import CallbackContract, DeviceBackendContract
+from pgmm_core.testing.contracts import CallbackContract, DeviceBackendContract, StrategyContract
 
 
 class TestCpuBackend(DeviceBackendContract):
@@ -39,3 +39,23 @@ class TestEarlyStopping(CallbackContract):
     component = "early_stopping"
     distribution = "pgmm-core"
     config = {"metric": "CIDEr", "patience": 2}
+
+
+class TestAutoStrategy(StrategyContract):
+    """In a one-process launch ``auto`` is ``single``."""
+
+    component = "auto"
+    distribution = "pgmm-core"
+
+
+class TestSingleStrategy(StrategyContract):
+    component = "single"
+    distribution = "pgmm-core"
+
+
+class TestDdpStrategy(StrategyContract):
+    """DistributedDataParallel over a one-process gloo group."""
+
+    component = "ddp"
+    distribution = "pgmm-core"
+    config = {"find_unused_parameters": False}

@@ -32,4 +32,3 @@ class DdpStrategyConfig(StrategyConfig):
     find_unused_parameters: bool = Field(
         False, description="Let DDP tolerate trainable parameters that get no gradient in a step (slower)."
     )
-    broadcast_buffers: bool = Field(True, description="Broadcast rank 0's buffers at every forward (DDP's default).")

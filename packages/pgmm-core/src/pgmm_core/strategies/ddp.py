@@ -39,8 +39,7 @@ class DdpStrategy(Strategy):
 
         ids = [self.device.index] if self.device is not None and self.device.type != "cpu" else None
         self.wrapped = DistributedDataParallel(module, device_ids=ids,
-                                               find_unused_parameters=self.config.find_unused_parameters,
-                                               broadcast_buffers=self.config.broadcast_buffers)
+                                               find_unused_parameters=self.config.find_unused_parameters)
         return self.wrapped
 
     def accumulation(self, *, sync: bool) -> Any:

@@ -110,7 +110,7 @@ def final_weights(run_dir: Path) -> dict[str, Any]:
 
 
 _CONTRACTS = ("CallbackContract", "ConnectorContract", "DatasetContract", "DeviceBackendContract",
-              "LLMBackendContract", "ProjectorContract", "VisionEncoderContract")
+              "LLMBackendContract", "ProjectorContract", "StrategyContract", "VisionEncoderContract")
 
 
 def __getattr__(name: str) -> Any:

@@ -13,6 +13,7 @@ from pgmm_core.testing.contracts.dataset import DatasetContract
 from pgmm_core.testing.contracts.device import DeviceBackendContract
 from pgmm_core.testing.contracts.llm import LLMBackendContract
 from pgmm_core.testing.contracts.projector import ProjectorContract
+from pgmm_core.testing.contracts.strategy import StrategyContract
 from pgmm_core.testing.contracts.vision import VisionEncoderContract
 
 CONTRACTS = {
@@ -23,6 +24,7 @@ CONTRACTS = {
     "dataset": DatasetContract,
     "device": DeviceBackendContract,
     "callback": CallbackContract,
+    "strategy": StrategyContract,
 }
 """The contract of each component kind."""
 
@@ -35,5 +37,6 @@ __all__ = [
     "DeviceBackendContract",
     "LLMBackendContract",
     "ProjectorContract",
+    "StrategyContract",
     "VisionEncoderContract",
 ]

@@ -41,6 +41,7 @@ SLOTS: dict[str, tuple[tuple[Any, ...], ...]] = {
     "dataset": (("data", "train", 0), ("data", "val", 0)),
     "device": (("device",),),
     "callback": (("train", "callbacks", 0),),
+    "strategy": (("strategy",),),
 }
 """Where in a config each kind of component goes (the slot check fills every path listed)."""
 
