@@ -22,10 +22,11 @@ from pgmm_core.run_dir import RunDirectory
 def tell(log: logging.Logger, text: str) -> None:
     """Log a message the user should see (INFO).
 
-    Until an application configures logging (the CLI does), nothing would show INFO records; the
-    message is then written to stdout, through tqdm so that it never cuts a progress bar in half.
+    While logging is not set up to show pgmm's INFO records (no handler, or INFO not enabled: an
+    application or the CLI that has not configured logging), the message is written to stdout
+    instead, as before logging existed — through tqdm, so that it never cuts a progress bar in half.
     """
-    if logging.getLogger("pgmm_core").hasHandlers():
+    if log.isEnabledFor(logging.INFO) and log.hasHandlers():
         log.info(text)
         return
     from tqdm.auto import tqdm
