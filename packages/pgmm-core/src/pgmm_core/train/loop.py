@@ -251,8 +251,9 @@ class Trainer:
             self._message(f"eval {result.name} at step {step}:\n{format_table(result.metrics)}")
             if result.bad_images:
                 self._message(f"  {result.bad_images} unreadable image(s) skipped: not scored")
-            if result.metrics.get("unavailable"):
-                self._message("  unavailable: " + "; ".join(f"{k}: {v}" for k, v in result.metrics["unavailable"].items()))
+            unavailable = result.metrics.get("unavailable")
+            if unavailable:
+                self._message("  unavailable: " + "; ".join(f"{k}: {v}" for k, v in unavailable.items()))
 
         metrics = self.evaluator.run(self.built.model, step, on_result=report).metrics
         if main:

@@ -109,7 +109,8 @@ class StrategyContract(ComponentContract):
                 torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
 
             weights, state = strategy.model_state(model), strategy.optimizer_state(optimizer)
-            assert set(weights) == {"head.weight", "head.bias"} and all(w.device.type == "cpu" for w in weights.values())
+            assert set(weights) == {"head.weight", "head.bias"}
+            assert all(w.device.type == "cpu" for w in weights.values())
             assert strategy.trainable_shapes(model) == {k: tuple(v.shape) for k, v in weights.items()}
             fresh = _tiny_model()
             fresh_optimizer = torch.optim.AdamW([p for p in fresh.parameters() if p.requires_grad], lr=0.1)
