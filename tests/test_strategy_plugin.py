@@ -20,7 +20,7 @@ PLUGIN = '''
 from typing import Literal
 
 from pgmm_core.hookspecs import hookimpl
-from pgmm_core.strategies.configs import StrategyConfig
+from pgmm_core.strategies.base import StrategyConfig
 
 
 class RecordingConfig(StrategyConfig):
@@ -37,10 +37,10 @@ def pgmm_register_strategies(registrar):
 STRATEGY = '''
 import json
 
-from pgmm_core.strategies.single import SingleStrategy
+from pgmm_core.strategies.base import Strategy
 
-RECORDED = ("setup", "teardown", "wrap", "accumulation", "backward", "clip_gradients", "optimizer_step",
-            "model_state", "optimizer_state", "load_model_state", "load_optimizer_state", "data_shard")
+RECORDED = ("setup", "teardown", "wrap", "backward", "clip_gradients", "optimizer_step", "model_state",
+            "optimizer_state", "load_model_state", "load_optimizer_state", "data_shard")
 
 
 class RecordingCollectives:
@@ -59,7 +59,9 @@ class RecordingCollectives:
         return call
 
 
-class RecordingStrategy(SingleStrategy):
+class RecordingStrategy(Strategy):
+    """One process, written with the public base class only; records what it is asked."""
+
     name = "recording"
 
     def __init__(self, config, *, device_backend):
@@ -70,6 +72,16 @@ class RecordingStrategy(SingleStrategy):
         self._file.write(json.dumps([call, detail]) + "\\n")
         self._file.flush()
 
+    def setup(self):
+        self.device = self.device_backend.setup(self.env.local_rank)
+        return self.device
+
+    def teardown(self):
+        self._file.close()
+
+    def wrap(self, module):
+        return module
+
     @property
     def collectives(self):
         return RecordingCollectives(super().collectives, self._record)
@@ -79,17 +91,16 @@ class RecordingStrategy(SingleStrategy):
         return super().accumulation(sync=sync)
 
 
-def _recorded(name):
+def _recorded(name, implementation):
     def method(self, *args, **kwargs):
-        self._record(name)
-        return getattr(SingleStrategy, name)(self, *args, **kwargs)
+        self._record(name)  # (teardown: before the file is closed)
+        return implementation(self, *args, **kwargs)
 
     return method
 
 
 for _name in RECORDED:
-    if _name != "accumulation":
-        setattr(RecordingStrategy, _name, _recorded(_name))
+    setattr(RecordingStrategy, _name, _recorded(_name, getattr(RecordingStrategy, _name)))
 
 
 def build_recording(config, *, device_backend):

@@ -1,5 +1,8 @@
 """The strategy protocol: what the trainer asks of whatever spreads training over processes.
 
+Import-cheap (no torch at import): a strategy plugin's module may import :class:`Strategy` and
+:class:`StrategyConfig` (the base of strategy config models) from here while it registers.
+
 A strategy is built with the run's device backend (``factory(config, *, device_backend)``) and
 uses that backend's device, dist backend (gloo, nccl, hccl) and dtype-safe collectives rather than
 its own: device backends are the hardware, strategies the parallelism, and every pair composes.
@@ -28,7 +31,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pgmm_core.strategies.configs import StrategyConfig
 from pgmm_core.strategies.process_group import DistEnv
+
+__all__ = ["DistEnv", "Strategy", "StrategyConfig"]
 
 if TYPE_CHECKING:
     import torch

@@ -1,4 +1,8 @@
-"""The process group: joining the job torchrun started, with the device backend's dist backend."""
+"""The process group: joining the job torchrun started, with the device backend's dist backend.
+
+Import-cheap (torch is imported when a group is joined), so that strategy plugins can import
+:mod:`pgmm_core.strategies.base` at registration time.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,6 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-
-import torch.distributed as dist
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class DistEnv:
 
 def init_process_group(env: DistEnv, backend: str, device: Any = None) -> None:
     """Join the torchrun job (MASTER_ADDR/MASTER_PORT from torchrun) with ``backend``."""
+    import torch.distributed as dist
+
     if dist.is_initialized():
         return
     timeout = timedelta(seconds=int(os.environ.get("PGMM_DIST_TIMEOUT", 1800)))
@@ -44,5 +48,7 @@ def init_process_group(env: DistEnv, backend: str, device: Any = None) -> None:
 
 
 def destroy_process_group() -> None:
+    import torch.distributed as dist
+
     if dist.is_initialized():
         dist.destroy_process_group()
