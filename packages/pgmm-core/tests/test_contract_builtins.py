@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from pgmm_core.testing.contracts import CallbackContract, DeviceBackendContract, ObjectiveContract
+from pgmm_core.testing.contracts import CallbackContract, DeviceBackendContract, ObjectiveContract, StrategyContract
 
 
 class TestCpuBackend(DeviceBackendContract):
@@ -44,3 +44,23 @@ class TestEarlyStopping(CallbackContract):
 class TestCaptionObjective(ObjectiveContract):
     component = "caption"
     distribution = "pgmm-core"
+
+
+class TestAutoStrategy(StrategyContract):
+    """In a one-process launch ``auto`` is ``single``."""
+
+    component = "auto"
+    distribution = "pgmm-core"
+
+
+class TestSingleStrategy(StrategyContract):
+    component = "single"
+    distribution = "pgmm-core"
+
+
+class TestDdpStrategy(StrategyContract):
+    """DistributedDataParallel over a one-process gloo group."""
+
+    component = "ddp"
+    distribution = "pgmm-core"
+    config = {"find_unused_parameters": False}

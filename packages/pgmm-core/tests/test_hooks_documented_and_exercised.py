@@ -24,6 +24,7 @@ from pgmm_core.hookspecs import hookimpl
 from pgmm_core.objectives.configs import CaptionObjectiveConfig
 from pgmm_core.plugins import PluginHost
 from pgmm_core.preprocessing import clip_spec
+from pgmm_core.strategies.configs import SingleStrategyConfig
 from pgmm_core.testing import tiny_config
 from pgmm_data.configs import SyntheticShapesConfig
 from pgmm_pangu.configs import TinyOpenPanguConfig
@@ -77,6 +78,10 @@ class RecordedCpu(CpuConfig):
 
 class RecordedCaption(CaptionObjectiveConfig):
     type: Literal["recorded_caption"] = "recorded_caption"
+
+
+class RecordedSingle(SingleStrategyConfig):
+    type: Literal["recorded_single"] = "recorded_single"
 
 
 class RecorderConfig(EarlyStoppingConfig):
@@ -169,6 +174,10 @@ class EveryHook(EventLog):
                       description="records every event of the run")
 
     @hookimpl
+    def pgmm_register_strategies(self, registrar):
+        self._add(registrar, "recorded_single", "pgmm_core.strategies.single:build_single", RecordedSingle)
+
+    @hookimpl
     def pgmm_register_commands(self, registrar):
         def configure(parser):
             parser.add_argument("--name", required=True)
@@ -205,6 +214,7 @@ def recorded_run(tmp_path_factory):
     data["data"]["val"] = [{"type": "recorded_shapes", "num_samples": 2}]
     data["device"] = {"type": "recorded_cpu"}
     data["objective"] = {"type": "recorded_caption"}
+    data["strategy"] = {"type": "recorded_single"}
     config = validate_config(data, host, source="hooks test")
     summary = train(config)
     return plugin, host, summary, out
@@ -214,8 +224,9 @@ def test_registration_hooks_register_components_that_pgmm_builds(recorded_run):
     plugin, host, summary, _ = recorded_run
     assert {kind for kind, _ in plugin.registered} == set(hookspecs.REGISTRATION_HOOKS)
     built = {kind: context for kind, context in plugin.built}
-    assert set(built) == {"vision", "connector", "projector", "llm", "dataset", "device", "objective"}
+    assert set(built) == {"vision", "connector", "projector", "llm", "dataset", "device", "objective", "strategy"}
     assert built["objective"] == {}
+    assert set(built["strategy"]) == {"device_backend"}
     assert built["connector"] == {"encoder_width": 32}
     assert built["projector"] == {"in_features": 32, "out_features": 32}
     splits = sorted(context["split"] for kind, context in plugin.built if kind == "dataset")

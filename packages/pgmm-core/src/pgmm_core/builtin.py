@@ -1,8 +1,8 @@
 """pgmm-core's own plugin: the cpu, cuda and auto device backends, the built-in callbacks and the
-``caption`` objective.
+``caption`` objective, and the auto, single and ddp strategies.
 
-``auto`` is the device kind's default and ``caption`` the objective kind's (``default=True``): a config
-without a ``device`` or ``objective`` section uses them.
+``auto`` is the device kind's and the strategy kind's default, ``caption`` the objective kind's
+(``default=True``): a config without a ``device``, ``strategy`` or ``objective`` section uses them.
 
 Registered through the ``pgmm`` entry point like every third-party plugin. Import-cheap: config
 models are plain pydantic, factories are dotted paths imported when a component is built.
@@ -14,6 +14,7 @@ from pgmm_core.callbacks.configs import EarlyStoppingConfig
 from pgmm_core.devices.configs import AutoDeviceConfig, CpuConfig, CudaConfig
 from pgmm_core.hookspecs import hookimpl
 from pgmm_core.objectives.configs import CaptionObjectiveConfig
+from pgmm_core.strategies.configs import AutoStrategyConfig, DdpStrategyConfig, SingleStrategyConfig
 
 
 @hookimpl
@@ -36,4 +37,15 @@ def pgmm_register_callbacks(registrar):
 @hookimpl
 def pgmm_register_objectives(registrar):
     registrar.add("caption", "pgmm_core.objectives.caption:build_caption_objective", CaptionObjectiveConfig,
-                  default=True, description="BLIP-2 stage 2: captioning loss, evaluation by generated captions (CIDEr, BLEU, ...)")
+                  default=True,
+                  description="BLIP-2 stage 2: captioning loss, evaluation by generated captions (CIDEr, BLEU, ...)")
+
+
+@hookimpl
+def pgmm_register_strategies(registrar):
+    registrar.add("auto", "pgmm_core.strategies.auto:build_auto", AutoStrategyConfig, default=True,
+                  description="ddp when torchrun started more than one process, else single")
+    registrar.add("single", "pgmm_core.strategies.single:build_single", SingleStrategyConfig,
+                  description="one process on one device")
+    registrar.add("ddp", "pgmm_core.strategies.ddp:build_ddp", DdpStrategyConfig,
+                  description="DistributedDataParallel over the processes torchrun started")

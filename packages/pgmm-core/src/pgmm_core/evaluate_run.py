@@ -8,10 +8,14 @@ the trainer's last validation metrics.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from pgmm_core.errors import ConfigError
+from pgmm_core.run_dir import RunDirectory
+
+logger = logging.getLogger(__name__)
 
 
 def read_dataset_file(path: str | Path) -> list[dict[str, Any]]:
@@ -32,14 +36,17 @@ def read_dataset_file(path: str | Path) -> list[dict[str, Any]]:
 def evaluate_run(run_dir: str | Path, *, split: str = "val", data_file: str | None = None,
                  checkpoint: str = "best", overrides: list[str] | tuple[str, ...] = (),
                  out_dir: str | Path | None = None, host: Any | None = None) -> dict[str, Any]:
-    """Caption and score; rank 0 writes ``results.json`` and ``metrics.json``. Returns the metrics."""
+    """Caption and score; rank 0 writes ``results.json`` and ``metrics.json``. Returns the metrics.
+
+    The processes are the run's strategy's (``auto``: one, or every rank torchrun started), each
+    captioning its share of the images.
+    """
     from pgmm_core.devices.select import select_device_backend
     from pgmm_core.metrics import format_table
-    from pgmm_core.objectives.base import EvalContext
     from pgmm_core.preprocessing import run_image_spec
     from pgmm_core.runs import load_run
-    from pgmm_core.train import checkpoint as ckpt
-    from pgmm_core.train.distributed import DistEnv, destroy_process_group, init_process_group
+    from pgmm_core.train.evaluator import Evaluator, build_datasets
+    from pgmm_core.train.logging import tell
 
     overrides = list(overrides)
     if data_file is not None:
@@ -55,42 +62,40 @@ def evaluate_run(run_dir: str | Path, *, split: str = "val", data_file: str | No
         problems.append('the file holds one dataset config ({"type": "coco_caption", ...}) or a list of them')
         raise ConfigError(problems, f"{data_file} (--data)") from None
     config = run.config
+    layout = RunDirectory(run.run_dir)
     datasets_config = getattr(config.data, split)
     if not datasets_config:
-        raise ConfigError([f"data.{split} is empty in {run.run_dir / 'config.json'}; pass --data FILE"])
-    env = DistEnv.from_environ()
+        raise ConfigError([f"data.{split} is empty in {layout.config}; pass --data FILE"])
     backend = select_device_backend(config.device, config.host)
-    device = backend.setup(env.local_rank)
-    init_process_group(env, backend.dist_backend, device)
+    strategy = config.host.build("strategy", config.strategy, device_backend=backend)
     try:
-        policy = backend.precision_policy()  # build_model (in load_run) stored the frozen towers in its dtype
+        device = strategy.setup()
+        main = strategy.is_main
+        policy = backend.precision_policy()
         run.model.to(device)
-        objective = config.host.build("objective", config.objective)
-        context = EvalContext(device=device, policy=policy, collectives=backend.collectives,
-                              batch_size=config.data.eval_batch_size or config.data.batch_size,
-                              num_workers=config.data.num_workers, eval=config.eval, progress=env.is_main)
-        out = Path(out_dir) if out_dir else run.run_dir / "eval" / f"{split}-step{run.step:06d}"
-        if env.is_main and (out / "metrics.json").is_file():
-            print(f"replacing the earlier evaluation in {out}" + ("" if out_dir else " (--out DIR keeps it)"))
+        out = Path(out_dir) if out_dir else layout.evaluation(split, run.step)
+        if main and layout.evaluation_metrics(out).is_file():
+            tell(logger, f"replacing the earlier evaluation in {out}" + ("" if out_dir else " (--out DIR keeps it)"))
         image_spec = run_image_spec(run.run_dir, config, run.model.vision)
-        merged: dict[str, Any] = {}
-        for i, dataset_config in enumerate(datasets_config):
-            dataset = config.host.build("dataset", dataset_config, split=split, image_spec=image_spec,
-                                        image_size=image_spec.size)
-            result = objective.evaluate(run.model, dataset, context)
-            prefix = "" if i == 0 else f"{result.name}/"
-            merged.update({f"{prefix}{k}": v for k, v in result.metrics.items() if k != "unavailable"})
-            if env.is_main:
-                name = "results.json" if i == 0 else f"results_{i}.json"
-                ckpt.atomic_write_text(out / name, json.dumps(result.results, ensure_ascii=False))
-                print(f"{result.name} ({len(result.results)} images, checkpoint {run.checkpoint.name}):")
-                print(format_table(result.metrics))
-                if result.bad_images:
-                    print(f"  {result.bad_images} unreadable image(s) skipped")
-        if env.is_main:
+        datasets = build_datasets(config, datasets_config, split=split, image_spec=image_spec)
+        objective = config.host.build("objective", config.objective)
+        evaluator = Evaluator(config, objective, datasets, device=device, policy=policy,
+                              collectives=strategy.collectives, is_main=main)
+
+        def report(index: int, result: Any) -> None:
+            if not main:
+                return
+            layout.write_text(layout.evaluation_results(out, index), json.dumps(result.results, ensure_ascii=False))
+            tell(logger, f"{result.name} ({len(result.results)} images, checkpoint {run.checkpoint.name}):")
+            tell(logger, format_table(result.metrics))
+            if result.bad_images:
+                tell(logger, f"  {result.bad_images} unreadable image(s) skipped")
+
+        merged = evaluator.run(run.model, run.step, on_result=report).metrics
+        if main:
             summary = {"split": split, "step": run.step, "checkpoint": str(run.checkpoint), **merged}
-            ckpt.atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
-            print(f"wrote {out / 'results.json'} and {out / 'metrics.json'}")
+            layout.write_json(layout.evaluation_metrics(out), summary)
+            tell(logger, f"wrote {layout.evaluation_results(out, 0)} and {layout.evaluation_metrics(out)}")
         return merged
     finally:
-        destroy_process_group()
+        strategy.teardown()

@@ -20,7 +20,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-FILE_NAME = "frozen_weights.json"
+from pgmm_core.run_dir import RunDirectory
+
+FILE_NAME = RunDirectory.FROZEN_WEIGHTS
 SAMPLE = 4096
 
 
@@ -45,7 +47,7 @@ def to_json(prints: dict[str, str]) -> str:
 
 def differing_parts(run_dir: Path, prints: dict[str, str]) -> list[str] | None:
     """Parts whose fingerprints differ from those the run recorded; ``None`` for a run without a record."""
-    path = Path(run_dir) / FILE_NAME
+    path = RunDirectory(run_dir).frozen_weights
     if not path.is_file():
         return None
     recorded = json.loads(path.read_text(encoding="utf-8")).get("fingerprint", {})

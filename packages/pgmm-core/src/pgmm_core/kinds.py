@@ -173,6 +173,16 @@ KINDS: tuple[Kind, ...] = (
         contract=f"{_CONTRACTS}.objective:ObjectiveContract",
         description="what a batch holds, the loss, the model parts it needs, and its evaluation",
     ),
+    Kind(
+        name="strategy",
+        label="strategy",
+        hook="pgmm_register_strategies",
+        slots=(Slot("strategy"),),
+        context=("device_backend",),
+        protocol="pgmm_core.strategies.base:Strategy",
+        contract=f"{_CONTRACTS}.strategy:StrategyContract",
+        description="how the model is spread over processes: wrapping, gradient sync, state for checkpoints",
+    ),
 )
 """The component kinds, in the order ``plugins`` lists them."""
 

@@ -124,16 +124,17 @@ def build_report(run_dir: str | Path, *, out_dir: str | Path | None = None, gall
     """Write ``report/index.html`` (and ``loss.png``, ``lr.png``, ``metrics.png``); return its path."""
     from pgmm_core.config.loading import load_config
 
+    from pgmm_core.run_dir import RunDirectory
+
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
-        raise ConfigError([f"{run_dir} is not a pgmm run directory (no config.json)"])
-    config = load_config(run_dir / "config.json", host=host)
-    log = [r for r in _read_jsonl(run_dir / "log.jsonl") if "loss" in r]
-    metrics_path = run_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else []
-    results_path = run_dir / "results.json"
-    results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else []
-    out = Path(out_dir) if out_dir else run_dir / "report"
+    layout = RunDirectory(run_dir)
+    if not layout.is_run():
+        raise ConfigError([f"{run_dir} is not a pgmm run directory (no {layout.CONFIG})"])
+    config = load_config(layout.config, host=host)
+    log = [r for r in _read_jsonl(layout.log) if "loss" in r]
+    metrics = layout.metrics_history()
+    results = layout.read_json(layout.results, [])
+    out = Path(out_dir) if out_dir else layout.report
     out.mkdir(parents=True, exist_ok=True)
     pngs = _plots(log, metrics)
     for name, png in pngs.items():

@@ -9,13 +9,15 @@ random (no checkpoint named) come out the same; ``frozen_weights.json`` confirms
 
 from __future__ import annotations
 
-import json
-import sys
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pgmm_core.errors import CheckpointError, ConfigError
+from pgmm_core.run_dir import RunDirectory
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -32,7 +34,8 @@ def resolve_checkpoint(run_dir: Path, which: str = "best") -> Path:
     """``best`` (falls back to ``last`` when no evaluation picked one), ``last``, or a directory path."""
     from pgmm_core.train import checkpoint as ckpt
 
-    root = run_dir / "checkpoints"
+    run = RunDirectory(run_dir)
+    root = run.checkpoints
     if which not in ("best", "last"):
         path = Path(which)
         if not path.is_absolute() and not path.exists():
@@ -40,9 +43,9 @@ def resolve_checkpoint(run_dir: Path, which: str = "best") -> Path:
         if not path.is_dir():
             raise CheckpointError(f"checkpoint directory not found: {which}")
         return path
-    if which == "best" and (root / "best.json").is_file():
-        best = json.loads((root / "best.json").read_text(encoding="utf-8"))
-        path = root / f"step-{best['step']:06d}"
+    best = run.read_best() if which == "best" else None
+    if best is not None:
+        path = run.checkpoint(best["step"])
         if path.is_dir():
             return path
     found = ckpt.latest_complete(root)
@@ -61,16 +64,16 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", overrides: tuple[
     from pgmm_core.train.rng import seeded_on_cpu
 
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        raise ConfigError([f"{run_dir} is not a pgmm run directory (no config.json)"])
-    config = load_config(config_path, overrides, host=host)
+    layout = RunDirectory(run_dir)
+    if not layout.is_run():
+        raise ConfigError([f"{run_dir} is not a pgmm run directory (no {layout.CONFIG})"])
+    config = load_config(layout.config, overrides, host=host)
     path = resolve_checkpoint(run_dir, checkpoint)
     with seeded_on_cpu(config.train.seed):
         model = build_model(config)
     mismatch = frozen_weights.differing_parts(run_dir, model.frozen_fingerprint)
     if mismatch:
-        print(f"pgmm: warning: {frozen_weights.mismatch_warning(run_dir, mismatch)}", file=sys.stderr)
+        logger.warning("pgmm: warning: %s", frozen_weights.mismatch_warning(run_dir, mismatch))
     shapes = {k: tuple(v.shape) for k, v in model.trainable_state_dict().items()}
     weights, _, meta = ckpt.load_checkpoint(path, shapes)
     _, unexpected = model.load_state_dict(weights, strict=False)

@@ -16,6 +16,13 @@ class EarlyStopping:
         self.best: float | None = None
         self.bad_evals = 0
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps, so that a resumed run still knows its best value and patience count."""
+        return {"best": self.best, "bad_evals": self.bad_evals}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.bad_evals = state["best"], state["bad_evals"]
+
     @hookimpl
     def pgmm_on_eval_end(self, run: Any, step: int, metrics: dict[str, float]) -> None:
         value = evaluate_metric_expression(self.config.metric, metrics)

@@ -101,6 +101,12 @@ class TrainSection(StrictModel):
     weight_decay: float = Field(0.05, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     accum_steps: int = Field(1, ge=1)
+    loss_normalization: Literal["mean", "token"] = Field(
+        "mean",
+        description="mean: each micro-batch's mean loss / accum_steps, averaged over ranks (LAVIS); "
+        "token: the sum over every target token of the step / the step's target count over all "
+        "micro-batches and ranks (long and short captions weigh by their length).",
+    )
     grad_clip: float | None = Field(None, gt=0)
     seed: int = 42
     output_dir: str = Field("runs/stage2", min_length=1)

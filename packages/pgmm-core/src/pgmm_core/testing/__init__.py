@@ -110,7 +110,8 @@ def final_weights(run_dir: Path) -> dict[str, Any]:
 
 
 _CONTRACTS = ("CallbackContract", "ConnectorContract", "DatasetContract", "DeviceBackendContract",
-              "LLMBackendContract", "ObjectiveContract", "ProjectorContract", "VisionEncoderContract")
+              "LLMBackendContract", "ObjectiveContract", "ProjectorContract", "StrategyContract",
+              "VisionEncoderContract")
 
 
 def __getattr__(name: str) -> Any:

@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _move_earlier_demo_aside(output_dir: Path) -> None:
     """Running the demo again starts it again; the earlier demo run is kept beside it, not mixed in."""
-    if not (output_dir / "checkpoints").is_dir():
+    from pgmm_core.run_dir import RunDirectory
+
+    if not RunDirectory(output_dir).checkpoints.is_dir():
         return
     n = 1
     while output_dir.with_name(f"{output_dir.name}.{n}").exists():
@@ -73,6 +75,7 @@ def _move_earlier_demo_aside(output_dir: Path) -> None:
 
 def _interrupted_message(exc: KeyboardInterrupt, output_dir: Path) -> str:
     try:
+        from pgmm_core.run_dir import RunDirectory
         from pgmm_core.train import checkpoint as ckpt
         from pgmm_core.train.loop import TrainingInterrupted
     except Exception:  # interrupted while torch was still being imported: nothing was trained
@@ -81,7 +84,7 @@ def _interrupted_message(exc: KeyboardInterrupt, output_dir: Path) -> str:
     if isinstance(exc, TrainingInterrupted):
         where = f"pgmm: interrupted after step {exc.step}; checkpoint saved in {exc.checkpoint}"
     else:
-        found = ckpt.latest_complete(output_dir / "checkpoints")
+        found = ckpt.latest_complete(RunDirectory(output_dir).checkpoints)
         where = "pgmm: interrupted; " + (f"newest complete checkpoint: {found[0]}" if found
                                          else "no checkpoint was saved yet")
     return f"{where}\n      continue with the same command and --resume auto"

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,8 +27,11 @@ import torch
 
 from pgmm_core.errors import CheckpointError
 from pgmm_core.files import atomic_write_text, usual_permissions  # noqa: F401  (re-exported)
+from pgmm_core.run_dir import CHECKPOINT_DIR, RunDirectory, checkpoint_dir_name
 
-STEP_DIR = re.compile(r"^step-(\d+)$")
+logger = logging.getLogger(__name__)
+
+STEP_DIR = CHECKPOINT_DIR
 WEIGHTS = "model.safetensors"
 STATE = "trainer_state.pt"
 META = "meta.json"
@@ -62,8 +65,8 @@ def save_checkpoint(root: Path, step: int, weights: dict[str, torch.Tensor], sta
     from safetensors.torch import save_file
 
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step:06d}"
-    scratch = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step:06d}-", dir=root))
+    final = root / checkpoint_dir_name(step)
+    scratch = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=root))
     try:
         save_file({k: v.detach().to("cpu").contiguous() for k, v in weights.items()}, str(scratch / WEIGHTS))
         torch.save(state, scratch / STATE)
@@ -100,7 +103,7 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} does not exist")
     if not path.is_dir():
         raise CheckpointError(f"{path} is a file; a checkpoint is a directory (checkpoints/step-NNNNNN)")
-    if (path / "checkpoints").is_dir():
+    if RunDirectory(path).checkpoints.is_dir():
         raise CheckpointError(f"{path} is a run directory; name one of its checkpoints/step-NNNNNN, "
                               "or continue the run with --resume auto")
     if not meta_path.is_file():
@@ -135,7 +138,7 @@ def latest_complete(root: Path) -> tuple[Path, dict[str, Any]] | None:
         try:
             return path, verify_checkpoint(path)
         except CheckpointError as exc:
-            print(f"pgmm: skipping {path.name}: {exc}")
+            logger.warning("pgmm: skipping %s: %s", path.name, exc)
     return None
 
 

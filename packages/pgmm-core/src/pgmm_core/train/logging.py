@@ -9,10 +9,30 @@ redone; or, for a fresh start, left by an earlier run that saved no checkpoint) 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from pgmm_core.run_dir import RunDirectory
+
+
+def tell(log: logging.Logger, text: str) -> None:
+    """Log a message the user should see (INFO).
+
+    While logging is not set up to show pgmm's INFO records (no handler, or INFO not enabled: an
+    application or the CLI that has not configured logging), the message is written to stdout
+    instead, as before logging existed — through tqdm, so that it never cuts a progress bar in half.
+    """
+    if log.isEnabledFor(logging.INFO) and log.hasHandlers():
+        log.info(text)
+        return
+    from tqdm.auto import tqdm
+
+    tqdm.write(text, file=sys.stdout)
+    sys.stdout.flush()
 
 
 class RunLogger:
@@ -25,25 +45,18 @@ class RunLogger:
         self._bar = None
         if not enabled:
             return
+        run_dir = RunDirectory(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        _drop_records_after(output_dir / "log.jsonl", initial_step)  # a fresh start (0) keeps none
-        self._jsonl = (output_dir / "log.jsonl").open("a", encoding="utf-8")
+        _drop_records_after(run_dir.log, initial_step)  # a fresh start (0) keeps none
+        self._jsonl = run_dir.log.open("a", encoding="utf-8")
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(output_dir / "tensorboard"), purge_step=initial_step + 1)
+            self._writer = SummaryWriter(log_dir=str(run_dir.tensorboard), purge_step=initial_step + 1)
         from tqdm.auto import tqdm
 
         self._bar = tqdm(total=total_steps, initial=initial_step, desc="train", unit="step",
                          dynamic_ncols=True, mininterval=0.5)
-
-    def message(self, text: str) -> None:
-        if not self.enabled:
-            return
-        if self._bar is not None:
-            self._bar.write(text)
-        else:
-            print(text, flush=True)
 
     def step(self, step: int, record: dict[str, Any]) -> None:
         """Advance the bar; ``record`` (already reduced across ranks) goes to the files when non-empty."""

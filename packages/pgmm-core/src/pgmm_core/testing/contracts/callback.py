@@ -50,3 +50,27 @@ class CallbackContract(ComponentContract):
         }
         for event in self.implemented_events(callback):
             events.call_event(event, **arguments[event])
+
+    def test_checkpoint_state_round_trips(self, host: Any, component_config: Any, tmp_path: Path) -> None:
+        """A callback with ``state_dict()`` has JSON-native state that a fresh instance takes back
+        (it is saved in checkpoints after the evaluation events and restored on resume)."""
+        import json
+
+        from pgmm_core.plugins import PluginHost
+        from pgmm_core.run_state import RunView
+
+        callback = self.build(host, component_config)
+        if not callable(getattr(callback, "state_dict", None)):
+            assert not callable(getattr(callback, "load_state_dict", None)), (
+                "a callback defines state_dict() and load_state_dict() together")
+            return
+        assert callable(getattr(callback, "load_state_dict", None)), "state_dict() needs load_state_dict()"
+        events = PluginHost(load_entry_points=False, environ={})
+        events.register(callback, name="callback-under-test")
+        run = RunView(config=None, output_dir=tmp_path, rank=0, world_size=1, model=None, step=1)
+        if "pgmm_on_eval_end" in self.implemented_events(callback):
+            events.call_event("pgmm_on_eval_end", run=run, step=1, metrics=dict(SAMPLE_METRICS))
+        state = json.loads(json.dumps(callback.state_dict()))
+        fresh = self.build(host, component_config)
+        fresh.load_state_dict(state)
+        assert fresh.state_dict() == state

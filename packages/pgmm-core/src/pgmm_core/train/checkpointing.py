@@ -1,0 +1,160 @@
+"""Checkpoints of a run: when to save, what a checkpoint holds, resuming from one, the best one.
+
+The manager saves the state of every stateful part of training:
+
+* the position (step, epoch, micro-batch in the epoch) and the evaluator's latest metrics;
+* the trainable weights and the optimizer state, through the strategy (a sharded strategy gathers
+  or writes shards; the built-in ones hand rank 0 the whole state);
+* the grad scaler, every rank's random generators;
+* the named parts given to it (``state_dict()``/``load_state_dict()``: bad-image counts, callbacks);
+* the best checkpoint so far (``best.json``), and pruning to ``train.keep_last``.
+
+Every rank calls :meth:`maybe_save`, :meth:`save` and :meth:`load` (collectives happen inside);
+only the strategy's writing rank touches the disk. The on-disk format is
+:mod:`pgmm_core.train.checkpoint`'s (atomic directories, sizes and hashes checked on load).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from pgmm_core.errors import CheckpointError
+from pgmm_core.metrics_expr import evaluate_metric_expression
+from pgmm_core.train import checkpoint as ckpt
+from pgmm_core.train import rng
+from pgmm_core.train.steps import Position
+
+logger = logging.getLogger(__name__)
+
+
+class Stateful(Protocol):
+    """A part of training whose JSON-native state a checkpoint keeps."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class CheckpointManager:
+    def __init__(self, *, run_dir: Any, train: Any, strategy: Any, model: Any, optimizer: Any, scaler: Any,
+                 evaluator: Any, parts: dict[str, Stateful], batch_size: int, message: Any) -> None:
+        self.run_dir = run_dir
+        self.train = train
+        self.strategy = strategy
+        self.model = model
+        self.optimizer = optimizer
+        self.scaler = scaler
+        self.evaluator = evaluator
+        self.parts = parts
+        self.batch_size = batch_size
+        self.message = message
+        self.best: dict[str, Any] | None = None
+        self.saved_step = -1
+        self.last_saved: Path | None = None
+
+    # --- saving -----------------------------------------------------------------------------------
+
+    def due(self, step: int, *, epoch_end: bool) -> bool:
+        """``train.save_every`` steps, or (without it) every epoch end."""
+        every = self.train.save_every
+        return every is None if epoch_end else bool(every) and step % every == 0
+
+    def maybe_save(self, position: Position, *, epoch_end: bool = False) -> Path | None:
+        if not self.due(position.global_step, epoch_end=epoch_end):
+            return None
+        return self.save(position)
+
+    def save_unless_saved(self, position: Position) -> Path | None:
+        if self.saved_step == position.global_step:
+            return None
+        return self.save(position)
+
+    def save(self, position: Position) -> Path | None:
+        """Save ``position``; returns the checkpoint's path on the writing rank, ``None`` elsewhere."""
+        backend = self.strategy.device_backend
+        rng_states = self.strategy.collectives.all_gather_object(backend.to_serializable(rng.capture(backend)))
+        weights = self.strategy.model_state(self.model)
+        optimizer_state = self.strategy.optimizer_state(self.optimizer)
+        self.saved_step = position.global_step
+        if not self.strategy.is_main:
+            return None
+        step = position.global_step
+        metrics = self.evaluator.metrics_at(step)
+        self._update_best(step)
+        state = {
+            "optimizer": optimizer_state,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": rng_states,
+        }
+        meta = {"epoch": position.epoch, "micro": position.micro, "metrics": metrics,
+                "metrics_step": self.evaluator.metrics_step, "best": self.best,
+                "world_size": self.strategy.world_size, "batch_size": self.batch_size, "created": time.time(),
+                **{name: part.state_dict() for name, part in self.parts.items()}}
+        path = ckpt.save_checkpoint(self.run_dir.checkpoints, step, weights, state, meta)
+        protect = {path}
+        if self.best is not None:
+            protect.add(self.run_dir.checkpoint(self.best["step"]))
+            self.run_dir.write_best(self.best)
+        ckpt.prune(self.run_dir.checkpoints, self.train.keep_last, protect)
+        self.last_saved = path
+        return path
+
+    # --- the best checkpoint ----------------------------------------------------------------------
+
+    def _update_best(self, step: int) -> bool:
+        """Take the metrics of ``step`` (if they are the latest) into account for the best checkpoint."""
+        metrics = self.evaluator.metrics_at(step)
+        value = evaluate_metric_expression(self.train.best_metric, metrics) if metrics else None
+        if value is not None and (self.best is None or value > self.best["value"]):
+            self.best = {"step": step, "metric": self.train.best_metric, "value": value}
+            return True
+        return False
+
+    def record_best(self, step: int) -> None:
+        """After an evaluation of an already saved step: update ``best.json`` if it is the best."""
+        if self._update_best(step) and self.strategy.is_main:
+            self.run_dir.write_best(self.best)
+
+    # --- resuming ---------------------------------------------------------------------------------
+
+    def find(self, resume: str | None) -> Path | None:
+        """The checkpoint ``--resume`` names (``auto``: the newest complete one), or ``None``."""
+        if not resume or resume == "none":
+            return None
+        if resume != "auto":
+            return Path(resume)
+        found = ckpt.latest_complete(self.run_dir.checkpoints)
+        if found is None:
+            self.message(f"--resume auto: no complete checkpoint in {self.run_dir.checkpoints}; starting fresh")
+            return None
+        return found[0]
+
+    def load(self, path: Path, seed: int) -> Position:
+        """Restore every stateful part from ``path`` (on every rank); returns where to go on."""
+        weights, state, meta = ckpt.load_checkpoint(path, self.strategy.trainable_shapes(self.model))
+        unexpected = self.strategy.load_model_state(self.model, weights)
+        if unexpected:
+            raise CheckpointError(f"{path}: unexpected weights {unexpected[:5]}")
+        self.strategy.load_optimizer_state(self.optimizer, state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        backend = self.strategy.device_backend
+        rng_states = state["rng"]
+        if len(rng_states) != self.strategy.world_size:
+            self.message(f"resuming {len(rng_states)}-rank RNG state on {self.strategy.world_size} rank(s): "
+                         "data order is exact, dropout streams are re-seeded")
+            rng.seed_everything(seed + self.strategy.rank + meta["step"], backend)
+        else:
+            rng.restore(rng_states[self.strategy.rank], backend)
+        for name, part in self.parts.items():
+            if meta.get(name):
+                part.load_state_dict(meta[name])
+        self.best = meta.get("best")
+        self.evaluator.restore(meta.get("metrics", {}), meta.get("metrics_step", -1))
+        self.saved_step = meta["step"]
+        self.message(f"resumed from {path} (step {meta['step']}, epoch {meta['epoch']}, "
+                     f"micro-batch {meta['micro']})")
+        return Position(meta["step"], meta["epoch"], meta["micro"])

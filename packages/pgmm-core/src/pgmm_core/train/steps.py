@@ -1,0 +1,192 @@
+"""The step loop: micro-batches, gradient accumulation, loss normalisation, the optimizer step.
+
+It knows how one optimizer step is made — the learning rate of the step, the loss of each
+micro-batch, the strategy's accumulation context, backward, clipping and step — and nothing about
+evaluation, checkpoints or hooks: after every optimizer step and at every epoch end it yields an
+event, and the trainer decides what follows (log, evaluate, save, stop).
+
+Loss normalisation over accumulation and ranks (``train.loss_normalization``):
+
+``mean`` (default, LAVIS): every micro-batch contributes its mean loss / ``accum_steps``; the
+strategy averages the gradients over ranks. Every micro-batch weighs the same, however many caption
+tokens it holds.
+
+``token``: every micro-batch contributes the *sum* of its per-token losses; once the step's last
+micro-batch is done, the gradients are multiplied by ``world_size / T``, where ``T`` is the number
+of target tokens of the whole step (all micro-batches, all ranks). With the strategy's mean over
+ranks that is exactly the gradient of (sum of all the step's token losses) / T.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from pgmm_core.train.schedule import learning_rate
+
+
+@dataclass
+class Position:
+    """Where training stands: optimizer steps taken, epoch, and micro-batches consumed in the epoch."""
+
+    global_step: int = 0
+    epoch: int = 0
+    micro: int = 0
+
+
+@dataclass
+class StepEnd:
+    """An optimizer step was taken. ``record`` is the logged (rank-reduced) record, empty when the
+    step is not a logging step; ``position`` is where a checkpoint taken now resumes."""
+
+    step: int
+    epoch: int
+    position: Position
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EpochEnd:
+    """The epoch's micro-batches are used up; ``position`` is the start of the next epoch."""
+
+    epoch: int
+    position: Position
+
+
+@dataclass
+class _Window:
+    """What the next logged record averages over."""
+
+    loss: float = 0.0
+    steps: int = 0
+    samples: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+
+class StepLoop:
+    """Turns the train loader into optimizer steps, through the strategy."""
+
+    def __init__(self, *, train: Any, strategy: Any, module: Any, trainable: list[torch.Tensor], optimizer: Any,
+                 scaler: Any, policy: Any, device: torch.device, loader: Any, sampler: Any, tracker: Any,
+                 batch_size: int, steps_per_epoch: int, total_steps: int, view: Any,
+                 memory_stats: Any) -> None:
+        self.train = train
+        self.strategy = strategy
+        self.module = module  # the strategy-wrapped module whose forward computes the loss
+        self.trainable = trainable
+        self.optimizer = optimizer
+        self.scaler = scaler
+        self.policy = policy
+        self.device = device
+        self.loader = loader
+        self.sampler = sampler
+        self.tracker = tracker
+        self.batch_size = batch_size
+        self.steps_per_epoch = steps_per_epoch
+        self.total_steps = total_steps
+        self.view = view
+        self.memory_stats = memory_stats
+        self.token_normalised = train.loss_normalization == "token"
+        self.losses: list[float] = []
+
+    # --- the objective ------------------------------------------------------------------------------
+
+    def _loss(self, batch: Any) -> tuple[torch.Tensor, int]:
+        """One micro-batch's mean loss and its number of target tokens."""
+        if len(batch) == 0:  # every image of this batch was unreadable: zero gradients, still in sync
+            return self.strategy.zero_loss(self.trainable), 0
+        with self.policy.autocast():
+            output = self.module(batch)  # the objective's loss, inside the strategy's wrapper
+        return output.loss, int(output.num_targets)
+
+    # --- the loop -----------------------------------------------------------------------------------
+
+    def run(self, start: Position) -> Iterator[StepEnd | EpochEnd]:
+        """Train from ``start``; yields after every optimizer step and at every epoch end. The
+        caller stops the loop by no longer iterating."""
+        t = self.train
+        accum = t.accum_steps
+        micro_limit = self.steps_per_epoch * accum
+        window = _Window()
+        self.module.train()
+        for epoch in range(start.epoch, t.epochs):
+            first_micro = start.micro if epoch == start.epoch else 0
+            self.sampler.set_epoch(epoch, start=first_micro * self.batch_size)
+            self.view.epoch = epoch
+            micro = first_micro
+            step_loss, step_targets = 0.0, 0
+            for batch in self.loader:
+                if micro >= micro_limit:
+                    break
+                self.tracker.update(batch)
+                if micro % accum == 0:
+                    self._set_learning_rate(epoch, micro // accum)
+                last_micro = (micro + 1) % accum == 0
+                with self.strategy.accumulation(sync=last_micro):
+                    loss, targets = self._loss(batch)
+                    loss = loss * targets if self.token_normalised else loss / accum
+                    self.strategy.backward(loss, self.scaler)
+                step_loss += float(loss.detach())
+                step_targets += targets
+                window.samples += len(batch)
+                micro += 1
+                if not last_micro:
+                    continue
+                if self.token_normalised:
+                    step_loss = self._normalise_by_tokens(step_loss, step_targets)
+                grad_norm = self.strategy.clip_gradients(self.optimizer, self.trainable, t.grad_clip, self.scaler)
+                self.strategy.optimizer_step(self.optimizer, self.scaler)
+                self.view.step += 1
+                self.losses.append(step_loss)
+                window.loss += step_loss
+                window.steps += 1
+                step_loss, step_targets = 0.0, 0
+                record: dict[str, Any] = {}
+                if self.view.step % t.log_every == 0 or self.view.step == self.total_steps:
+                    record = self._log_record(window, grad_norm, epoch)
+                    window = _Window()
+                position = Position(self.view.step, epoch, micro) if micro < micro_limit else Position(
+                    self.view.step, epoch + 1, 0)
+                yield StepEnd(self.view.step, epoch, position, record)
+            yield EpochEnd(epoch, Position(self.view.step, epoch + 1, 0))
+
+    def _set_learning_rate(self, epoch: int, step_in_epoch: int) -> None:
+        lr = learning_rate(self.train, epoch=epoch, step_in_epoch=step_in_epoch, global_step=self.view.step,
+                           total_steps=self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def _normalise_by_tokens(self, loss_sum: float, targets: int) -> float:
+        """Scale the step's summed gradients to the mean over all its target tokens (every rank);
+        returns this rank's share of the step's mean loss (their average over ranks is the mean)."""
+        collectives = self.strategy.collectives
+        total = int(collectives.all_reduce(torch.tensor(targets, dtype=torch.int64), op="sum"))
+        if total == 0:
+            return 0.0
+        factor = self.strategy.world_size / total
+        self.strategy.scale_gradients(self.trainable, factor)
+        return loss_sum * factor
+
+    def _log_record(self, window: _Window, grad_norm: float, epoch: int) -> dict[str, Any]:
+        collectives = self.strategy.collectives
+        seconds = time.perf_counter() - window.started
+        reduced = collectives.reduce_scalars({"loss": window.loss / window.steps, "grad_norm": grad_norm},
+                                             op="avg", device=self.device)
+        total_samples = collectives.reduce_scalars({"samples": float(window.samples)}, op="sum",
+                                                   device=self.device)["samples"]
+        record = {
+            "epoch": epoch,
+            "loss": reduced["loss"],
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "grad_norm": reduced["grad_norm"],
+            "samples_per_s": total_samples / max(seconds, 1e-9),
+            "bad_images": self.tracker.bad,
+            **self.memory_stats(),
+        }
+        if self.scaler is not None:
+            record["loss_scale"] = float(self.scaler.get_scale())
+        return record
