@@ -91,9 +91,9 @@ def test_a_new_row_with_a_top_level_default_section_needs_no_other_core_change(m
 
 def test_kinds_without_components_stay_in_the_schema():
     root = assemble.assemble_config_model({})
-    assert set(root.model_fields) == {"model", "data", "train", "eval", "device", "objective"}
+    assert set(root.model_fields) == {"model", "data", "train", "eval", "device", "objective", "strategy"}
     assert root.model_fields["device"].is_required()  # no default component registered
-    assert root.model_fields["objective"].is_required()
+    assert root.model_fields["objective"].is_required() and root.model_fields["strategy"].is_required()
 
 
 def test_config_assembly_reads_registries_not_the_host():

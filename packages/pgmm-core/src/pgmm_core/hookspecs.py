@@ -96,6 +96,13 @@ def pgmm_register_objectives(registrar: Registrar) -> None:
 
 
 @hookspec
+def pgmm_register_strategies(registrar: Registrar) -> None:
+    """Add training strategies (how training is spread over processes: wrapping, gradient sync,
+    state for checkpoints). Factory: ``factory(config, *, device_backend) -> Strategy``
+    (:class:`pgmm_core.strategies.base.Strategy`)."""
+
+
+@hookspec
 def pgmm_register_commands(registrar: CommandRegistrar) -> None:
     """Add subcommands to ``python -m pgmm_core`` (for example ``data check``)."""
 
