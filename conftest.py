@@ -35,3 +35,17 @@ def _private_home_and_cache(tmp_path_factory: pytest.TempPathFactory):
             os.environ[name] = value
     written = _files_under(home)
     assert not written, f"tests wrote into the home directory: {written[:10]}"
+
+
+@pytest.fixture(autouse=True)
+def _logging_left_as_found():
+    """A test that runs a command in-process (``cli.main([...])``) installs the console handler and
+    a level on the root logger, as a command should; they must not leak into the next test."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    root.setLevel(level)

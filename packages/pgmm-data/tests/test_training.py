@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -30,7 +31,8 @@ def _train(config_dict):
     return train(validate_config(config_dict, PluginHost()))
 
 
-def test_train_and_evaluate_on_coco_and_vg_trees(trees, tmp_path, capsys):
+def test_train_and_evaluate_on_coco_and_vg_trees(trees, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="pgmm_core")
     coco, vg = trees
     config = tiny_config(
         tmp_path / "run",
@@ -44,10 +46,11 @@ def test_train_and_evaluate_on_coco_and_vg_trees(trees, tmp_path, capsys):
     assert summary["first_loss"] > 0 and "CIDEr" in summary["metrics"]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert sorted(r["image_id"] for r in results) == [5000, 5001, 5002]  # ints from the COCO file names
-    assert "unreadable" not in capsys.readouterr().out
+    assert "unreadable" not in caplog.text
 
 
-def test_five_percent_bad_images_train_to_completion_with_the_exact_count(tmp_path, capsys):
+def test_five_percent_bad_images_train_to_completion_with_the_exact_count(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="pgmm_core")  # the trainer's messages (the CLI prints them)
     # 40 images x 1 caption; image 7 missing, 19 truncated: 2 of 40 = 5% of the samples
     coco = write_coco_tree(tmp_path / "coco", train=40, val=1, test=1, captions_per_image=1,
                            broken={7: "missing", 19: "truncated"})
@@ -59,7 +62,7 @@ def test_five_percent_bad_images_train_to_completion_with_the_exact_count(tmp_pa
     )
     summary = _train(config)
     assert summary["steps"] == 10 and summary["bad_images"] == 4  # 2 bad images met once per epoch
-    out = capsys.readouterr().out
+    out = "\n".join(caplog.messages)
     assert out.count("epoch 0: skipped 2 unreadable image(s)") == 1
     assert out.count("epoch 1: skipped 2 unreadable image(s)") == 1
     assert "4 unreadable image(s) were skipped in total" in out

@@ -46,7 +46,6 @@ def evaluate_run(run_dir: str | Path, *, split: str = "val", data_file: str | No
     from pgmm_core.preprocessing import run_image_spec
     from pgmm_core.runs import load_run
     from pgmm_core.train.evaluator import Evaluator, build_datasets
-    from pgmm_core.train.logging import tell
 
     overrides = list(overrides)
     if data_file is not None:
@@ -75,7 +74,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "val", data_file: str | No
         run.model.to(device)
         out = Path(out_dir) if out_dir else layout.evaluation(split, run.step)
         if main and layout.evaluation_metrics(out).is_file():
-            tell(logger, f"replacing the earlier evaluation in {out}" + ("" if out_dir else " (--out DIR keeps it)"))
+            logger.info(f"replacing the earlier evaluation in {out}" + ("" if out_dir else " (--out DIR keeps it)"))
         image_spec = run_image_spec(run.run_dir, config, run.model.vision)
         datasets = build_datasets(config, datasets_config, split=split, image_spec=image_spec)
         objective = config.host.build("objective", config.objective)
@@ -86,16 +85,16 @@ def evaluate_run(run_dir: str | Path, *, split: str = "val", data_file: str | No
             if not main:
                 return
             layout.write_text(layout.evaluation_results(out, index), json.dumps(result.results, ensure_ascii=False))
-            tell(logger, f"{result.name} ({len(result.results)} images, checkpoint {run.checkpoint.name}):")
-            tell(logger, format_table(result.metrics))
+            logger.info(f"{result.name} ({len(result.results)} images, checkpoint {run.checkpoint.name}):")
+            logger.info(format_table(result.metrics))
             if result.bad_images:
-                tell(logger, f"  {result.bad_images} unreadable image(s) skipped")
+                logger.info(f"  {result.bad_images} unreadable image(s) skipped")
 
         merged = evaluator.run(run.model, run.step, on_result=report).metrics
         if main:
             summary = {"split": split, "step": run.step, "checkpoint": str(run.checkpoint), **merged}
             layout.write_json(layout.evaluation_metrics(out), summary)
-            tell(logger, f"wrote {layout.evaluation_results(out, 0)} and {layout.evaluation_metrics(out)}")
+            logger.info(f"wrote {layout.evaluation_results(out, 0)} and {layout.evaluation_metrics(out)}")
         return merged
     finally:
         strategy.teardown()

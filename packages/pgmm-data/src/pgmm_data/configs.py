@@ -122,7 +122,8 @@ class VgCaptionConfig(ImageCaptionConfig):
         root = Path(self.root).expanduser()
         annotation = under(root, self.annotation) or root / "annotations" / "vg_caption.json"
         return [RequiredPath(root, "directory", "Visual Genome in LAVIS's layout", "root"),
-                RequiredPath(annotation, "file", "LAVIS's region captions", "annotation" if self.annotation else "root"),
+                RequiredPath(annotation, "file", "LAVIS's region captions",
+                             "annotation" if self.annotation else "root"),
                 *self._image_root_paths(root)]
 
 class JsonlCaptionsConfig(ImageCaptionConfig):

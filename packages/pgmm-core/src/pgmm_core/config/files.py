@@ -40,7 +40,8 @@ class RequiredPath:
         return checks[self.kind]()
 
 
-def iter_components(config: BaseModel, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], ComponentConfig]]:
+def iter_components(config: BaseModel,
+                    prefix: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], ComponentConfig]]:
     """Every component config inside ``config``, with its path (``("data", "train", 0)``)."""
     for name in type(config).model_fields:
         value = getattr(config, name)

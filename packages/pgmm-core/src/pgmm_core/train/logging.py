@@ -9,30 +9,12 @@ redone; or, for a fresh start, left by an earlier run that saved no checkpoint) 
 from __future__ import annotations
 
 import json
-import logging
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from pgmm_core.run_dir import RunDirectory
-
-
-def tell(log: logging.Logger, text: str) -> None:
-    """Log a message the user should see (INFO).
-
-    While logging is not set up to show pgmm's INFO records (no handler, or INFO not enabled: an
-    application or the CLI that has not configured logging), the message is written to stdout
-    instead, as before logging existed — through tqdm, so that it never cuts a progress bar in half.
-    """
-    if log.isEnabledFor(logging.INFO) and log.hasHandlers():
-        log.info(text)
-        return
-    from tqdm.auto import tqdm
-
-    tqdm.write(text, file=sys.stdout)
-    sys.stdout.flush()
 
 
 class RunLogger:

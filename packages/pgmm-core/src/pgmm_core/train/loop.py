@@ -28,7 +28,7 @@ from pgmm_core.train.build import Built, build_run
 from pgmm_core.train.checkpointing import CheckpointManager
 from pgmm_core.train.evaluator import Evaluator
 from pgmm_core.train.interrupt import InterruptFlag
-from pgmm_core.train.logging import RunLogger, tell
+from pgmm_core.train.logging import RunLogger
 from pgmm_core.train.run_callbacks import RunCallbacks
 from pgmm_core.train.steps import EpochEnd, Position, StepLoop
 
@@ -274,13 +274,18 @@ class Trainer:
                        if p != "train.output_dir"]  # a run directory copied or moved elsewhere
             if changed:
                 shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
-                self._message(f"warning: resuming with a config that differs from the run's in {shown}; "
+                self._warn(f"warning: resuming with a config that differs from the run's in {shown}; "
                               f"the previous one is kept as {self.run_dir.PREVIOUS_CONFIG}")
                 self.run_dir.write_text(self.run_dir.previous_config, saved_path.read_text(encoding="utf-8"))
         changed_parts = frozen_weights.differing_parts(self.run_dir.root, self.built.frozen_prints)
         if changed_parts:
-            self._message(f"warning: {frozen_weights.mismatch_warning(self.run_dir.root, changed_parts)}")
+            self._warn(f"warning: {frozen_weights.mismatch_warning(self.run_dir.root, changed_parts)}")
 
     def _message(self, text: str) -> None:
+        """A message for the user, from rank 0 (the CLI shows INFO records; see pgmm_core.logs)."""
         if self.strategy is None or self.strategy.is_main:
-            tell(logger, text)
+            logger.info(text)
+
+    def _warn(self, text: str) -> None:
+        if self.strategy is None or self.strategy.is_main:
+            logger.warning(text)

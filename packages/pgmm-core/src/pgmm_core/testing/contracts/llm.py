@@ -109,7 +109,6 @@ class LLMBackendContract(ComponentContract):
         assert torch.isfinite(empty) and float(empty) == 0.0, "a batch without targets must give loss 0, not NaN"
 
     def test_loss_gradients_reach_inputs_not_frozen_weights(self, host: Any, component_config: Any) -> None:
-        import torch
 
         from pgmm_core.components import freeze
 
