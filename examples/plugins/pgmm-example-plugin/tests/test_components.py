@@ -1,5 +1,5 @@
 """What the contracts cannot know about these components: local weights, the captions file format,
-unreadable images."""
+unreadable images, a padded batch of vision tokens."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from pgmm_core.errors import CheckpointError, DataError
-from pgmm_example_plugin.configs import CnnTokensConfig, ImageFolderCaptionsConfig
+from pgmm_example_plugin.configs import AttentionPoolConfig, CnnTokensConfig, ImageFolderCaptionsConfig
+from pgmm_example_plugin.connector import build_attention_pool
 from pgmm_example_plugin.demo_folder import write_demo_folder
 from pgmm_example_plugin.encoder import build_cnn_tokens
 from pgmm_example_plugin.folder import build_image_folder_captions
@@ -97,6 +98,30 @@ def test_captions_file_mistakes_name_the_file(tmp_path):
     (tmp_path / "captions.json").write_text('{"a.jpg": []}')
     with pytest.raises(DataError, match="'a.jpg' needs a caption"):
         build_image_folder_captions(config, split="train", image_size=32)
+
+
+def test_a_padded_batch_gives_each_image_the_queries_of_its_own_tokens():
+    """``vision_mask`` is B×N, one row per image, 1 = a real token, 0 = padding: an image padded to
+    the batch's longest token sequence gets the queries of its real tokens alone."""
+    connector = build_attention_pool(AttentionPoolConfig(num_query_tokens=3, hidden_size=16, num_heads=2),
+                                     encoder_width=8).eval()
+    generator = torch.Generator().manual_seed(0)
+    short, long = torch.randn(1, 4, 8, generator=generator), torch.randn(1, 7, 8, generator=generator)
+    padded = torch.cat([torch.cat([short, torch.randn(1, 3, 8, generator=generator)], dim=1), long])
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0, 0], [1] * 7])
+    with torch.no_grad():
+        batch = connector(padded, mask)
+        alone = connector(short)
+        as_bool = connector(padded, mask.bool())
+    assert batch.shape == (2, 3, 16)
+    torch.testing.assert_close(batch[:1], alone, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(as_bool, batch)
+    assert not torch.allclose(connector(padded)[:1], alone, atol=1e-3), "without the mask the padding is attended to"
+
+
+def test_heads_must_divide_the_width():
+    with pytest.raises(ValueError, match="not divisible by num_heads"):
+        AttentionPoolConfig(hidden_size=30, num_heads=4)
 
 
 def test_grad_norm_log_sees_the_gradients_of_every_step(pgmm_tiny_config):

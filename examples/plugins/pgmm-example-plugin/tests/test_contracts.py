@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from pgmm_core.testing.contracts import CallbackContract, DatasetContract, VisionEncoderContract
+from pgmm_core.testing.contracts import (CallbackContract, ConnectorContract, DatasetContract,
+                                         VisionEncoderContract)
 from pgmm_example_plugin.demo_folder import write_demo_folder
 
 TINY_CONVNEXT = {"model_name": "convnext_atto", "image_size": 64,
@@ -30,6 +31,14 @@ class TestResNetTokens(VisionEncoderContract):
     distribution = "pgmm-example-plugin"
     config = {"model_name": "resnet10t", "image_size": 64,
               "model_kwargs": {"stem_width": 8, "channels": [8, 16, 32, 64]}}
+
+
+class TestAttentionPool(ConnectorContract):
+    """Among its checks: masked vision tokens do not change the output (``vision_mask`` 0 = ignore)."""
+
+    component = "attention_pool"
+    distribution = "pgmm-example-plugin"
+    config = {"num_query_tokens": 4, "hidden_size": 32, "num_heads": 2}
 
 
 class TestImageFolderCaptions(DatasetContract):

@@ -4,12 +4,20 @@ These are structural (``typing.Protocol``): a plugin's class needs no pgmm base 
 attributes and methods. :mod:`pgmm_core.testing` checks them for every registered component. Every
 attribute the core reads from a component is declared here.
 
-**Freezing has one owner: :func:`pgmm_core.build_model`.** A component whose config says
-``freeze: true`` declares ``frozen = True`` and does nothing else about it; ``build_model`` then
-freezes it with :func:`freeze` (no gradients, eval mode that ``train()`` cannot undo). Factories never
-call :func:`freeze` themselves. A frozen vision tower or LLM that ``follows_precision_policy`` is
-then stored in the run's precision policy's dtype (bf16/fp16); one whose config pins its own dtype
-says ``follows_precision_policy = False`` and is left as it is.
+**Freezing has one owner: :func:`pgmm_core.build_model`.** Vision and LLM config models must have
+a ``freeze: bool`` field (the contract suites check it; a connector's config may have one). A
+component whose config says ``freeze: true`` declares ``frozen = True`` and does nothing else about
+it; ``build_model`` then freezes it with :func:`freeze` (no gradients, eval mode that ``train()``
+cannot undo). Factories never call :func:`freeze` themselves. What follows from ``frozen``:
+
+* the part's parameters are not given to the optimizer and are left out of checkpoints
+  (``MultimodalModel.trainable_state_dict``); their fingerprint is recorded in the run's
+  ``frozen_weights.json`` instead, so the part must be rebuilt from its own files;
+* a frozen vision tower runs under ``torch.no_grad``; a frozen LLM does not, because gradients must
+  still reach its ``inputs_embeds`` (the projector before it trains);
+* a frozen vision tower or LLM that ``follows_precision_policy`` is stored in the run's precision
+  policy's dtype (bf16/fp16); one whose config pins its own dtype says
+  ``follows_precision_policy = False`` and is left as it is.
 """
 
 from __future__ import annotations
@@ -31,9 +39,10 @@ class VisionEncoder(Protocol):
     tower was trained: datasets, the evaluator and the Captioner prepare images by it.
     ``image_size`` equals ``image_spec.size``. Its config model gives the same spec without building
     the tower (``config.image_spec()``).
-    ``frozen``: the config's ``freeze`` (``build_model`` freezes the tower and runs it under
-    ``no_grad``); ``follows_precision_policy``: a frozen tower may be stored in the run's precision
-    (false when its config pins a dtype), so it must accept float32 pixels whatever its own dtype.
+    ``frozen``: the config's required ``freeze`` field (``build_model`` freezes the tower and runs it
+    under ``no_grad``; see the module docstring); ``follows_precision_policy``: a frozen tower may be
+    stored in the run's precision (false when its config pins a dtype), so it must accept float32
+    pixels whatever its own dtype.
     """
 
     out_features: int
@@ -48,6 +57,16 @@ class VisionEncoder(Protocol):
 @runtime_checkable
 class Connector(Protocol):
     """Turns vision tokens into a fixed number of query tokens: ``B×N×D -> B×Q×out_features``.
+
+    ``vision_embeds`` is ``B×N×D`` float32 (the tower's tokens after the model's ``ln_vision``; ``D``
+    is the ``encoder_width`` the factory received). ``vision_mask`` is ``B×N`` — one row per image,
+    one entry per vision token — of integers or bools: **1 / True = attend to the token, 0 / False
+    = ignore it** (the Q-Former hands it to transformers as ``encoder_attention_mask``, which means
+    the same). Masked tokens must not change the output, and ``None`` (every token is real) must give
+    what an all-ones mask gives. :class:`pgmm_core.MultimodalModel` passes no mask today (every image
+    gives the same number of tokens); a connector honours one all the same, for a tower whose images
+    give different numbers of tokens (padded, the padding masked) or an objective that calls the
+    connector itself. The connector contract checks this.
 
     ``frozen``: the config's ``freeze`` where it has one, else false (``build_model`` freezes it).
     ``pretrained_vision_norm()``: the ``ln_vision`` state dict (``weight``, ``bias`` of the encoder
@@ -89,7 +108,9 @@ class LLMBackend(Protocol):
     ``generate`` returns only the new token ids (``B * num_return_sequences`` lists), without EOS or
     padding, decoding with exactly the settings given.
 
-    ``frozen`` and ``follows_precision_policy`` mean what they mean for a :class:`VisionEncoder`.
+    ``frozen`` (the config's required ``freeze`` field) and ``follows_precision_policy`` mean what
+    they mean for a :class:`VisionEncoder`, except that a frozen LLM is not run under ``no_grad``:
+    its weights get no gradients, its ``inputs_embeds`` do.
     """
 
     hidden_size: int

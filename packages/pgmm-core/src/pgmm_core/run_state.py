@@ -12,6 +12,24 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class RunView:
+    """The ``run`` argument of every ``pgmm_on_*`` event hook.
+
+    ``config``: the run's validated root config; ``output_dir``: its run directory; ``rank`` and
+    ``world_size``: this process among the strategy's processes (events are called on every rank;
+    see ``is_main``); ``step``: optimizer steps taken so far (the resumed step in
+    ``pgmm_on_train_start`` after a resume); ``epoch``: the current epoch, counted from 0.
+
+    ``model`` is the run's :class:`pgmm_core.MultimodalModel` itself — not the strategy's wrapper —
+    on the run's device, built with the objective's parts only (a part it was built without is
+    ``None``: ``run.model.llm is None`` under an image-side objective). The trainer sets it before
+    ``pgmm_on_train_start``, on every rank, so in a training run it is never ``None``. It is ``None``
+    (and ``config`` too) only where events are called without a trainer: the callback contract suite
+    (:class:`pgmm_core.testing.contracts.CallbackContract`) calls a callback's events with
+    ``RunView(config=None, model=None, ...)``, so a callback that reads the model checks
+    ``run.model is not None`` first. Treat the model as read-only: changing weights or modes from an
+    event bypasses the optimizer, the strategy and checkpoints.
+    """
+
     config: Any
     output_dir: Path
     rank: int

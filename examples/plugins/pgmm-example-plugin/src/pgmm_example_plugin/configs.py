@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pgmm_core.config.sections import ComponentConfig
 from pgmm_core.preprocessing import ImageSpec
@@ -30,7 +30,9 @@ class CnnTokensConfig(ComponentConfig):
     position_embedding: bool = Field(
         True, description="Add a fixed 2-D sin-cos position embedding to the tokens: the Q-Former's "
         "cross-attention has no notion of where a token came from.")
-    freeze: bool = Field(True, description="Frozen: eval mode, no gradients, run under no_grad.")
+    freeze: bool = Field(True, description="Frozen: pgmm_core.build_model turns off its gradients and keeps it in "
+                         "eval mode, runs it under no_grad, leaves it out of checkpoints and may store it in "
+                         "bf16/fp16 (device.precision).")
 
     def image_spec(self) -> ImageSpec:
         """The CNN's preprocessing (timm's data config for model_name, at image_size) without building it:
@@ -38,6 +40,23 @@ class CnnTokensConfig(ComponentConfig):
         from pgmm_example_plugin.encoder import timm_image_spec
 
         return timm_image_spec(self)
+
+
+class AttentionPoolConfig(ComponentConfig):
+    """Learned query tokens that cross-attend once to the vision tokens (a one-layer resampler)."""
+
+    type: Literal["attention_pool"] = "attention_pool"
+    num_query_tokens: int = Field(32, gt=0, description="How many tokens the LLM receives per image.")
+    hidden_size: int = Field(256, gt=0, description="Width of the query tokens (the projector maps it to the LLM).")
+    num_heads: int = Field(4, gt=0, description="Attention heads; hidden_size must be divisible by it.")
+    freeze: bool = Field(False, description="Frozen: pgmm_core.build_model freezes it (no gradients, eval mode). "
+                                            "A connector usually trains.")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> AttentionPoolConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        return self
 
 
 class ImageFolderCaptionsConfig(ComponentConfig):

@@ -8,13 +8,20 @@ the pydantic config model, and a one-line description for ``python -m pgmm_core 
 from __future__ import annotations
 
 from pgmm_core.hookspecs import hookimpl
-from pgmm_example_plugin.configs import CnnTokensConfig, GradNormLogConfig, ImageFolderCaptionsConfig
+from pgmm_example_plugin.configs import (AttentionPoolConfig, CnnTokensConfig, GradNormLogConfig,
+                                        ImageFolderCaptionsConfig)
 
 
 @hookimpl
 def pgmm_register_vision_encoders(registrar):
     registrar.add("cnn_tokens", "pgmm_example_plugin.encoder:build_cnn_tokens", CnnTokensConfig,
                   description="a timm CNN's last feature map, one token per position (local weights only)")
+
+
+@hookimpl
+def pgmm_register_connectors(registrar):
+    registrar.add("attention_pool", "pgmm_example_plugin.connector:build_attention_pool", AttentionPoolConfig,
+                  description="learned queries that cross-attend once to the vision tokens (honours vision_mask)")
 
 
 @hookimpl
