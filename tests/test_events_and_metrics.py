@@ -93,3 +93,19 @@ def test_metrics_without_java_are_reported_unavailable():
     scores = caption_metrics({k: v[0] for k, v in REFERENCES.items()}, REFERENCES, java="no-such-java")
     assert "METEOR" not in scores and "METEOR" in scores["unavailable"]
     assert scores["Bleu_4"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_request_stop_reason_is_shown_and_ends_the_cli_final_line(tmp_path):
+    """The reason given to request_stop reaches the user: logged when asked, and in the last line."""
+    from pgmm_core.testing import run_train
+
+    config = tiny_config(tmp_path / "run", train={
+        "epochs": 4, "eval_every": 1, "lr": 1e-12, "min_lr": 0.0, "warmup_lr": 0.0,
+        "callbacks": [{"type": "early_stopping", "metric": "Bleu_1", "patience": 2, "min_delta": 1.0}]},
+        eval={"java": "no-such-java"})
+    config["data"]["val"] = [{"type": "synthetic_shapes", "num_samples": 2, "seed": 0}]
+    result = run_train(config, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert any(line.startswith("stopping after step 3: early stopping") for line in lines), result.stdout
+    assert lines[-1].startswith("pgmm: done: 3 steps, loss ") and "; stopped early: early stopping" in lines[-1]

@@ -110,8 +110,17 @@ class EventLog:
         self.calls.append(("pgmm_on_train_start", {"step": run.step}))
 
     @hookimpl
+    def pgmm_on_before_optimizer_step(self, run, step):
+        grads = [p.grad for p in run.model.parameters() if p.requires_grad]
+        self.calls.append(("pgmm_on_before_optimizer_step", {
+            "step": step, "run_step": run.step, "all_grads": all(g is not None for g in grads),
+            "nonzero": any(bool(g.abs().sum() > 0) for g in grads if g is not None)}))
+
+    @hookimpl
     def pgmm_on_step_end(self, run, step, metrics):
-        self.calls.append(("pgmm_on_step_end", {"step": step, "metrics": dict(metrics)}))
+        self.calls.append(("pgmm_on_step_end", {
+            "step": step, "metrics": dict(metrics),
+            "grads_cleared": all(p.grad is None for p in run.model.parameters())}))
 
     @hookimpl
     def pgmm_on_eval_end(self, run, step, metrics):
@@ -243,6 +252,12 @@ def test_event_hooks_reach_installed_plugins_and_run_callbacks(recorded_run):
         assert names[0] == "pgmm_on_train_start" and names[-1] == "pgmm_on_train_end"
         steps = [args["step"] for name, args in calls if name == "pgmm_on_step_end"]
         assert steps == [1, 2]
+        before = [args for name, args in calls if name == "pgmm_on_before_optimizer_step"]
+        assert [(b["step"], b["run_step"]) for b in before] == [(1, 0), (2, 1)]
+        assert all(b["all_grads"] and b["nonzero"] for b in before)  # gradients present before the step
+        assert all(args["grads_cleared"] for name, args in calls if name == "pgmm_on_step_end")
+        order = [name for name, _ in calls if name in ("pgmm_on_before_optimizer_step", "pgmm_on_step_end")]
+        assert order == ["pgmm_on_before_optimizer_step", "pgmm_on_step_end"] * 2
         assert all("loss" in args["metrics"] for name, args in calls if name == "pgmm_on_step_end")
         evals = [args for name, args in calls if name == "pgmm_on_eval_end"]
         assert len(evals) == 1 and evals[0]["step"] == 2 and "Bleu_4" in evals[0]["metrics"]

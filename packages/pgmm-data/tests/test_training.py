@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 
@@ -81,6 +82,55 @@ def test_too_many_bad_images_stop_the_run_naming_them(tmp_path):
     with pytest.raises(DataError, match=r"images could not be read \(.*% > data.max_bad_fraction 5.0%\)"
                        r"[\s\S]*COCO_train2014_0000000010[0-9][0-9].jpg: not an image file"):
         _train(config)
+
+
+def _forty_percent_bad(tmp_path, **train):
+    """50 images x 1 caption, 20 of them corrupt; batch 8: 48 read per epoch (under the 50 after
+    which every batch checks the limit), 2 never read (drop_last)."""
+    coco = write_coco_tree(tmp_path / "coco", train=50, val=1, test=1, captions_per_image=1,
+                           broken={i: "corrupt" for i in range(0, 50, 5)} | {i: "missing" for i in range(1, 50, 5)})
+    return tiny_config(
+        tmp_path / "run",
+        data={"train": [{"type": "coco_caption", "root": str(coco.root)}], "val": [], "batch_size": 8,
+              "max_bad_fraction": 0.2},
+        train={"epochs": 2, "log_every": 1, **train},
+    )
+
+
+def test_the_bad_image_limit_holds_at_the_epoch_end_of_a_small_set(tmp_path):
+    config = _forty_percent_bad(tmp_path, save_every=3)
+    with pytest.raises(DataError) as caught:
+        _train(config)
+    message = str(caught.value)
+    assert re.search(r"\b(1[6-9]|2[0-4]) of 48 images could not be read \(\d+\.\d% > data.max_bad_fraction 20.0%\)",
+                     message), message
+    assert "2 image(s) were never read" in message
+    run = tmp_path / "run"
+    assert f"The last good checkpoint is {run / 'checkpoints' / 'step-000003'} (step 3)" in message
+    assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == ["step-000003"]  # none after the epoch
+
+
+def test_the_bad_image_limit_holds_at_the_end_of_a_short_run_and_the_cli_exits_non_zero(tmp_path):
+    config = _forty_percent_bad(tmp_path, max_steps=4)  # 32 images read: stops before the first epoch end
+    result = subprocess.run([sys.executable, "-m", "pgmm_core.train", "--config",
+                             str(write_config(tmp_path / "config.json", config))],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == DataError.exit_code, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and result.stderr.count("pgmm: error:") == 1
+    assert re.search(r"\d+ of 32 images could not be read", result.stderr), result.stderr
+    assert "No checkpoint was saved before it" in result.stderr
+    assert not list((tmp_path / "run" / "checkpoints").glob("step-*"))  # the over-limit run is not saved
+    assert "pgmm: done" not in result.stdout
+
+
+def test_images_never_read_are_counted_and_reported(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="pgmm_core")
+    coco = write_coco_tree(tmp_path / "coco", train=50, val=1, test=1, captions_per_image=1)
+    config = tiny_config(tmp_path / "run", data={"train": [{"type": "coco_caption", "root": str(coco.root)}],
+                                                 "val": [], "batch_size": 8}, train={"epochs": 2})
+    summary = _train(config)
+    assert summary["steps"] == 12 and summary["bad_images"] == 0 and summary["unread_images"] == 4
+    assert "4 image(s) were never read: each epoch's last partial batch is dropped" in caplog.text
 
 
 def test_malformed_annotations_fail_before_training(tmp_path, capsys):

@@ -122,3 +122,22 @@ def test_a_padded_batch_gives_each_image_the_queries_of_its_own_tokens():
 def test_heads_must_divide_the_width():
     with pytest.raises(ValueError, match="not divisible by num_heads"):
         AttentionPoolConfig(hidden_size=30, num_heads=4)
+
+
+def test_grad_norm_log_sees_the_gradients_of_every_step(pgmm_tiny_config):
+    """In a real run the callback's global norm is the one the trainer logs (no clipping here)."""
+    from pgmm_core.config.loading import validate_config
+    from pgmm_core.plugins import PluginHost
+    from pgmm_core.train import train
+
+    config = pgmm_tiny_config(train={"max_steps": 3, "log_every": 1, "callbacks": [{"type": "grad_norm_log"}]})
+    config["data"]["val"] = []
+    train(validate_config(config, PluginHost()))
+    run = config["train"]["output_dir"]
+    norms = [json.loads(line) for line in open(f"{run}/grad_norms.jsonl", encoding="utf-8")]
+    logged = [json.loads(line) for line in open(f"{run}/log.jsonl", encoding="utf-8")]
+    assert [n["step"] for n in norms] == [1, 2, 3]
+    assert {"connector", "projector", "total"} <= set(norms[0])  # the trainable parts
+    for mine, record in zip(norms, logged):
+        assert mine["total"] > 0
+        assert mine["total"] == pytest.approx(record["grad_norm"], rel=1e-5)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from pgmm_core.testing.contracts import ConnectorContract, DatasetContract, VisionEncoderContract
+from pgmm_core.testing.contracts import (CallbackContract, ConnectorContract, DatasetContract,
+                                         VisionEncoderContract)
 from pgmm_example_plugin.demo_folder import write_demo_folder
 
 TINY_CONVNEXT = {"model_name": "convnext_atto", "image_size": 64,
@@ -49,3 +50,9 @@ class TestImageFolderCaptions(DatasetContract):
     def component_fields(cls, tmp_path_factory):
         folder = write_demo_folder(tmp_path_factory.mktemp("folder"), split="train", count=6, size=40)
         return {"root": str(folder)}
+
+
+class TestGradNormLog(CallbackContract):
+    component = "grad_norm_log"
+    distribution = "pgmm-example-plugin"
+    config = {"every": 1}

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Sampler
 
 from pgmm_core.devices.collectives import world_size
-from pgmm_core.errors import DataError
+from pgmm_core.errors import DataError, TooManyBadImagesError
 
 
 class SeededItems(torch.utils.data.Dataset):
@@ -147,6 +147,12 @@ def collate(items: list[dict[str, Any]]) -> Batch:
 class BadImageTracker:
     """Counts unreadable images per epoch and in total; stops the run past ``max_fraction``.
 
+    The limit is checked after every batch once ``min_seen_before_stop`` images were read (a few
+    bad images among the first ones say little), and by :meth:`check` at every epoch end and at the
+    end of the run whatever the number read, so a small data set cannot end a run over the limit.
+    Images the loader never reads (the ``drop_last`` remainder of each epoch) are counted apart,
+    in ``unread``: they are neither good nor bad, and the messages give their number.
+
     With ``collectives`` and more than one rank, every update sums the counts over all ranks (and
     gathers example reasons while fewer than ``max_examples`` are known), so the totals are the
     run's, not one rank's, and every rank takes the stop decision at the same step: a rank that
@@ -159,6 +165,7 @@ class BadImageTracker:
     seen: int = 0
     bad: int = 0
     epoch_bad: int = 0
+    unread: int = 0
     examples: list[str] = field(default_factory=list)
     min_seen_before_stop: int = 50
     max_examples: int = 10
@@ -176,13 +183,28 @@ class BadImageTracker:
         for reason in reasons:  # distinct files: a bad image is met again every epoch
             if len(self.examples) < self.max_examples and reason not in self.examples:
                 self.examples.append(reason)
-        if self.seen >= self.min_seen_before_stop and self.bad / max(self.seen, 1) > self.max_fraction:
-            raise DataError(
-                f"{self.bad} of {self.seen} images could not be read ({self.bad / self.seen:.1%} > "
-                f"data.max_bad_fraction {self.max_fraction:.1%}). Examples:\n  " + "\n  ".join(self.examples)
-                + "\nList every bad file with `python -m pgmm_core data check --config FILE`, then fix or remove "
-                "them, or raise data.max_bad_fraction."
-            )
+        if self.seen >= self.min_seen_before_stop:
+            self.check()
+
+    def add_unread(self, count: int) -> None:
+        """``count`` images of the epoch were never read (the loader dropped the last partial batch)."""
+        self.unread += count
+
+    def over_limit(self) -> bool:
+        return self.seen > 0 and self.bad / self.seen > self.max_fraction
+
+    def check(self) -> None:
+        """Raise :class:`TooManyBadImagesError` when the run's bad fraction is over the limit."""
+        if not self.over_limit():
+            return
+        unread = (f"; {self.unread} image(s) were never read (the last partial batch of each epoch is "
+                  "dropped)" if self.unread else "")
+        raise TooManyBadImagesError(
+            f"{self.bad} of {self.seen} images could not be read ({self.bad / self.seen:.1%} > "
+            f"data.max_bad_fraction {self.max_fraction:.1%}){unread}. Examples:\n  " + "\n  ".join(self.examples)
+            + "\nList every bad file with `python -m pgmm_core data check --config FILE`, then fix or remove "
+            "them, or raise data.max_bad_fraction."
+        )
 
     def end_epoch(self) -> int:
         """This epoch's bad count (over all ranks); the epoch counter restarts."""
@@ -191,10 +213,12 @@ class BadImageTracker:
 
     def state_dict(self) -> dict[str, Any]:
         """Counts for a checkpoint, so a resumed run reports the whole run's totals."""
-        return {"seen": self.seen, "bad": self.bad, "epoch_bad": self.epoch_bad, "examples": list(self.examples)}
+        return {"seen": self.seen, "bad": self.bad, "epoch_bad": self.epoch_bad, "unread": self.unread,
+                "examples": list(self.examples)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seen, self.bad, self.epoch_bad = state["seen"], state["bad"], state["epoch_bad"]
+        self.unread = state.get("unread", 0)  # checkpoints written before it was counted
         self.examples = list(state["examples"])
 
 

@@ -61,3 +61,18 @@ class NotUtf8Error(PgmmError):
         self.path = path
         self.offset = offset
         super().__init__(f"{path}: not UTF-8 text: byte 0x{byte:02x} at offset {offset}; save the file as UTF-8")
+
+
+class TooManyBadImagesError(DataError):
+    """More than ``data.max_bad_fraction`` of the images read were unreadable; training stopped."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (disk full, quota, permissions); earlier ones are intact."""
+
+
+class TrainingDivergedError(PgmmError):
+    """Too many consecutive steps had a non-finite loss or gradient norm (or the weights became
+    non-finite); the last good checkpoint is named."""
+
+    exit_code = 6

@@ -116,8 +116,18 @@ def pgmm_on_train_start(run: RunView) -> None:
 
 
 @hookspec
+def pgmm_on_before_optimizer_step(run: RunView, step: int) -> None:
+    """Called on every rank before the optimizer takes step ``step``, with the gradients in place:
+    accumulated, averaged over ranks, unscaled (fp16) and clipped (``train.grad_clip``). Read them
+    from ``run.model``'s parameters; do not change them. Not called for a step skipped because its
+    loss or gradient norm is not finite."""
+
+
+@hookspec
 def pgmm_on_step_end(run: RunView, step: int, metrics: dict[str, float]) -> None:
-    """Called on every rank after each optimizer step with the step's logged metrics."""
+    """Called on every rank after each optimizer step (the gradients are cleared by then). ``metrics``
+    is the logged record — filled on logging steps (every ``train.log_every`` steps and the last
+    step), empty otherwise; docs/plugins.md lists its keys."""
 
 
 @hookspec

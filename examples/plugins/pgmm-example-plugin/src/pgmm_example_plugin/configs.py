@@ -73,3 +73,11 @@ class ImageFolderCaptionsConfig(ComponentConfig):
     augment: bool = Field(True, description="Training split only: random resized crop and horizontal flip "
                                             "(LAVIS blip2_image_train). Evaluation always resizes.")
     max_words: int = Field(50, gt=0, description="Keep at most this many words of a caption (LAVIS blip_caption).")
+
+
+class GradNormLogConfig(ComponentConfig):
+    """``train.callbacks: [{"type": "grad_norm_log"}]``: gradient norms of the run, in ``grad_norms.jsonl``."""
+
+    type: Literal["grad_norm_log"] = "grad_norm_log"
+    every: int = Field(1, ge=1, description="Record the norms every this many optimizer steps.")
+    warn_above: float | None = Field(None, gt=0, description="Log a warning when the global norm exceeds this.")

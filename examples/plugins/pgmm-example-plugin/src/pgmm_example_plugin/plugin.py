@@ -8,7 +8,8 @@ the pydantic config model, and a one-line description for ``python -m pgmm_core 
 from __future__ import annotations
 
 from pgmm_core.hookspecs import hookimpl
-from pgmm_example_plugin.configs import AttentionPoolConfig, CnnTokensConfig, ImageFolderCaptionsConfig
+from pgmm_example_plugin.configs import (AttentionPoolConfig, CnnTokensConfig, GradNormLogConfig,
+                                        ImageFolderCaptionsConfig)
 
 
 @hookimpl
@@ -28,3 +29,9 @@ def pgmm_register_datasets(registrar):
     registrar.add("image_folder_captions", "pgmm_example_plugin.folder:build_image_folder_captions",
                   ImageFolderCaptionsConfig,
                   description="a folder of images with a captions.json mapping each file to its captions")
+
+
+@hookimpl
+def pgmm_register_callbacks(registrar):
+    registrar.add("grad_norm_log", "pgmm_example_plugin.grad_norms:build_grad_norm_log", GradNormLogConfig,
+                  description="gradient norms before every optimizer step, per model part, in grad_norms.jsonl")

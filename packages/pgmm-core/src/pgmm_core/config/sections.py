@@ -108,6 +108,11 @@ class TrainSection(StrictModel):
         "micro-batches and ranks (long and short captions weigh by their length).",
     )
     grad_clip: float | None = Field(None, gt=0)
+    max_nonfinite_steps: int = Field(
+        10, ge=1,
+        description="Stop after this many consecutive optimizer steps with a non-finite loss or gradient "
+        "norm (each such step is skipped: no weight or optimizer-state change).",
+    )
     seed: int = 42
     output_dir: str = Field("runs/stage2", min_length=1)
     log_every: int = Field(10, ge=1)

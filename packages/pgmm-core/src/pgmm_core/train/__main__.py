@@ -51,9 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt as exc:
             print(_interrupted_message(exc, Path(config.train.output_dir)), file=sys.stderr, flush=True)
             return 130
+        stopped = f"; stopped early: {summary['stop_reason']}" if summary.get("stop_reason") else ""
         if summary.get("first_loss") is not None:
             print(f"pgmm: done: {summary['steps']} steps, loss {summary['first_loss']:.4f} -> "
-                  f"{summary['last_loss']:.4f}; run directory {summary['output_dir']}", flush=True)
+                  f"{summary['last_loss']:.4f}{stopped}; run directory {summary['output_dir']}", flush=True)
+        elif stopped:
+            print(f"pgmm: done: {summary['steps']} steps{stopped}; run directory {summary['output_dir']}",
+                  flush=True)
         return 0
 
     return run_guarded(go)

@@ -12,16 +12,28 @@ The manager saves the state of every stateful part of training:
 Every rank calls :meth:`maybe_save`, :meth:`save` and :meth:`load` (collectives happen inside);
 only the strategy's writing rank touches the disk. The on-disk format is
 :mod:`pgmm_core.train.checkpoint`'s (atomic directories, sizes and hashes checked on load).
+
+Two things stop a save, on every rank alike: weights that are not finite (NaN or infinite weights
+are never written over good ones: :class:`~pgmm_core.errors.TrainingDivergedError`), and a write
+that fails — a full disk, a quota, a lost mount (:class:`~pgmm_core.errors.CheckpointWriteError`,
+one message naming the error, the path, the last complete checkpoint and how to resume). The
+partial checkpoint is removed by the atomic write, so nothing that looks complete is left behind.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from pgmm_core.errors import CheckpointError
+import torch
+from safetensors import SafetensorError
+
+from pgmm_core.errors import CheckpointError, CheckpointWriteError, TrainingDivergedError
 from pgmm_core.metrics_expr import evaluate_metric_expression
 from pgmm_core.train import checkpoint as ckpt
 from pgmm_core.train import rng
@@ -74,13 +86,29 @@ class CheckpointManager:
 
     def save(self, position: Position) -> Path | None:
         """Save ``position``; returns the checkpoint's path on the writing rank, ``None`` elsewhere."""
+        self._refuse_nonfinite_weights(position.global_step)
         backend = self.strategy.device_backend
         rng_states = self.strategy.collectives.all_gather_object(backend.to_serializable(rng.capture(backend)))
         weights = self.strategy.model_state(self.model)
         optimizer_state = self.strategy.optimizer_state(self.optimizer)
+        failure: CheckpointWriteError | None = None
+        path = None
+        if self.strategy.is_main:
+            try:
+                path = self._write(position, weights, optimizer_state, rng_states)
+            except (OSError, RuntimeError, SafetensorError) as exc:
+                failure = self._write_failure(position.global_step, exc)
+        if self.strategy.world_size > 1:  # every rank stops together, not only the writing one
+            flag = torch.tensor(int(failure is not None), dtype=torch.int64)
+            if int(self.strategy.collectives.all_reduce(flag, op="sum")) and failure is None:
+                failure = CheckpointWriteError(f"the checkpoint of step {position.global_step} could not be "
+                                               "written (see rank 0's message)")
+        if failure is not None:
+            raise failure from None
         self.saved_step = position.global_step
-        if not self.strategy.is_main:
-            return None
+        return path
+
+    def _write(self, position: Position, weights: Any, optimizer_state: Any, rng_states: Any) -> Path:
         step = position.global_step
         metrics = self.evaluator.metrics_at(step)
         self._update_best(step)
@@ -101,6 +129,40 @@ class CheckpointManager:
         ckpt.prune(self.run_dir.checkpoints, self.train.keep_last, protect)
         self.last_saved = path
         return path
+
+    def _refuse_nonfinite_weights(self, step: int) -> None:
+        """Never write NaN or infinite weights (they would replace good checkpoints via keep_last)."""
+        bad = any(not bool(torch.isfinite(p).all()) for p in self.model.parameters() if p.requires_grad)
+        if self.strategy.world_size > 1:  # sharded weights differ per rank: agree
+            bad = int(self.strategy.collectives.all_reduce(torch.tensor(int(bad), dtype=torch.int64),
+                                                           op="sum")) > 0
+        if bad:
+            raise TrainingDivergedError(f"the trainable weights are not finite (NaN or infinite) at step {step}; "
+                                        "the checkpoint was not written. Lower train.lr, set train.grad_clip "
+                                        "or check the data.")
+
+    def _write_failure(self, step: int, exc: Exception) -> CheckpointWriteError:
+        """The user's one message for a checkpoint that could not be written; other errors go on."""
+        if not isinstance(exc, OSError) and not _is_write_error(exc):
+            raise exc
+        target = self.run_dir.checkpoint(step)
+        if isinstance(exc, OSError):
+            reason = exc.strerror or str(exc)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                reason += " (the disk is full)"
+        else:
+            reason = f"the write failed ({str(exc).strip().splitlines()[0][:200]})"
+            if "os error 28" in str(exc):
+                reason += " (the disk is full)"
+        free = _free_space(self.run_dir.checkpoints)
+        found = ckpt.latest_complete(self.run_dir.checkpoints)
+        last = (f"the last complete checkpoint is {found[0]} (step {found[1]['step']})" if found
+                else "no complete checkpoint was written yet")
+        return CheckpointWriteError(
+            f"could not write the checkpoint of step {step} to {target}: {reason}; {free}.\n"
+            f"The incomplete checkpoint was removed and earlier ones are intact: {last}.\n"
+            "Free some disk space (or lower train.keep_last), then continue with the same command and "
+            "--resume auto.")
 
     # --- the best checkpoint ----------------------------------------------------------------------
 
@@ -158,3 +220,21 @@ class CheckpointManager:
         self.message(f"resumed from {path} (step {meta['step']}, epoch {meta['epoch']}, "
                      f"micro-batch {meta['micro']})")
         return Position(meta["step"], meta["epoch"], meta["micro"])
+
+
+def _is_write_error(exc: Exception) -> bool:
+    """``torch.save`` reports a failed write (a full disk among others) as a RuntimeError from its
+    zip writer (``[enforce fail at inline_container.cc:…] . unexpected pos …``, ``… file write
+    failed``); safetensors as a SafetensorError (``Error while serializing: I/O error: …``)."""
+    text = str(exc)
+    return any(mark in text for mark in ("inline_container", "PytorchStreamWriter", "file write failed",
+                                         "I/O error"))
+
+
+def _free_space(path: Path) -> str:
+    probe = path if path.exists() else path.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return "free space unknown"
+    return f"{free / 2**20:,.0f} MiB free on {os.path.realpath(probe)}'s disk"

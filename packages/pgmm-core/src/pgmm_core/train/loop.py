@@ -10,15 +10,17 @@ follows each step — log, evaluate, save, stop — and tells the plugins.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pgmm_core import frozen_weights
 from pgmm_core.config.loading import changed_paths, config_to_json
 from pgmm_core.devices.select import select_device_backend
-from pgmm_core.errors import ConfigError
+from pgmm_core.errors import ConfigError, TooManyBadImagesError, TrainingDivergedError
 from pgmm_core.metrics import format_table
 from pgmm_core.run_dir import RunDirectory
 from pgmm_core.run_state import RunView
@@ -29,6 +31,7 @@ from pgmm_core.train.checkpointing import CheckpointManager
 from pgmm_core.train.evaluator import Evaluator
 from pgmm_core.train.interrupt import InterruptFlag
 from pgmm_core.train.logging import RunLogger
+from pgmm_core.train.nonfinite import NonFiniteSteps
 from pgmm_core.train.run_callbacks import RunCallbacks
 from pgmm_core.train.steps import EpochEnd, Position, StepLoop
 
@@ -70,6 +73,7 @@ class Trainer:
         self.evaluator: Evaluator | None = None
         self.checkpoints: CheckpointManager | None = None
         self.loop: StepLoop | None = None
+        self.nonfinite: NonFiniteSteps | None = None
         self.logger: RunLogger | None = None
         self.view: RunView | None = None
         self.interrupt = InterruptFlag(enabled=False, announce=self._message)
@@ -92,12 +96,14 @@ class Trainer:
         cfg, strategy = self.config, self.strategy
         self.built = built = build_run(cfg, strategy, device)
         self.callbacks = RunCallbacks(self.host, cfg.train.callbacks)
+        self.nonfinite = NonFiniteSteps(cfg.train.max_nonfinite_steps, strategy=strategy,
+                                        scaled=built.scaler is not None)
         self.evaluator = Evaluator(cfg, built.objective, built.val_sets, device=device, policy=built.policy,
                                    collectives=strategy.collectives, is_main=strategy.is_main)
         self.checkpoints = CheckpointManager(
             run_dir=self.run_dir, train=cfg.train, strategy=strategy, model=built.model, optimizer=built.optimizer,
             scaler=built.scaler, evaluator=self.evaluator, batch_size=cfg.data.batch_size, message=self._message,
-            parts={"bad_images": built.tracker, "callbacks": self.callbacks})
+            parts={"bad_images": built.tracker, "callbacks": self.callbacks, "nonfinite": self.nonfinite})
         found = self.checkpoints.find(self.resume)
         return self.checkpoints.load(found, cfg.train.seed) if found is not None else Position()
 
@@ -125,17 +131,19 @@ class Trainer:
             train=t, strategy=strategy, module=built.module, trainable=built.trainable, optimizer=built.optimizer,
             scaler=built.scaler, policy=built.policy, device=device, loader=built.loader, sampler=built.sampler,
             tracker=built.tracker, batch_size=cfg.data.batch_size, steps_per_epoch=built.steps_per_epoch,
-            total_steps=built.total_steps, view=view, memory_stats=strategy.device_backend.memory_stats)
+            total_steps=built.total_steps, view=view, memory_stats=strategy.device_backend.memory_stats,
+            nonfinite=self.nonfinite, before_step=self._before_optimizer_step)
         self.interrupt = InterruptFlag(enabled=strategy.world_size == 1, announce=self._message)
         self.callbacks.register()
         try:
             self.host.call_event("pgmm_on_train_start", run=view)
-            with self.interrupt.armed():
-                self._evaluate_pending(position)
-                self._train(position)
-            if not self.evaluator.has_evaluated(view.step) and built.val_sets:
-                self._evaluate(view.step, view.epoch)
-            self._save_unless_saved(self.last_position or Position(view.step, view.epoch, 0))
+            with self._explain_stops():
+                with self.interrupt.armed():
+                    self._evaluate_pending(position)
+                    self._train(position)
+                if not self.evaluator.has_evaluated(view.step) and built.val_sets:
+                    self._evaluate(view.step, view.epoch)
+                self._save_unless_saved(self.last_position or Position(view.step, view.epoch, 0))
             return self._finish()
         finally:
             self.callbacks.unregister()
@@ -145,15 +153,39 @@ class Trainer:
         losses, tracker, view = self.loop.losses, self.built.tracker, self.view
         summary = {"steps": view.step, "first_loss": losses[0] if losses else None,
                    "last_loss": losses[-1] if losses else None, "metrics": self.evaluator.last_metrics,
-                   "bad_images": tracker.bad, "stop_reason": view.stop_reason,
+                   "bad_images": tracker.bad, "unread_images": tracker.unread,
+                   "nonfinite_steps": self.nonfinite.total, "stop_reason": view.stop_reason,
                    "output_dir": str(self.run_dir.root)}
         if tracker.bad:
             self._message(f"{tracker.bad} unreadable image(s) were skipped in total "
                           f"(examples: {'; '.join(tracker.examples[:3])})")
+        if tracker.unread:
+            self._message(f"{tracker.unread} image(s) were never read: each epoch's last partial batch "
+                          "is dropped")
+        if self.nonfinite.total:
+            self._message(f"{self.nonfinite.total} step(s) with a non-finite loss or gradient norm were skipped")
         self.host.call_event("pgmm_on_train_end", run=view, summary=summary)
         return summary
 
     # --- what follows each step -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _explain_stops(self) -> Iterator[None]:
+        """A run stopped by its data or by divergence says which checkpoint is the last good one."""
+        try:
+            yield
+        except (TooManyBadImagesError, TrainingDivergedError) as exc:
+            raise type(exc)(f"{exc}\n{self._last_good_checkpoint()}") from None
+
+    def _last_good_checkpoint(self) -> str:
+        found = ckpt.latest_complete(self.run_dir.checkpoints)
+        if found is None:
+            return "No checkpoint was saved before it: once fixed, start the run again."
+        return (f"The last good checkpoint is {found[0]} (step {found[1]['step']}): once fixed, continue "
+                "from it with the same command and --resume auto.")
+
+    def _before_optimizer_step(self, step: int) -> None:
+        self.host.call_event("pgmm_on_before_optimizer_step", run=self.view, step=step)
 
     def _train(self, start: Position) -> None:
         view, total = self.view, self.built.total_steps
@@ -163,6 +195,7 @@ class Trainer:
             return
         for event in self.loop.run(start):
             if isinstance(event, EpochEnd):
+                self.built.tracker.check()  # whatever the number of images read
                 self._report_bad_images(event.epoch)
                 self.last_position = event.position
                 if self.evaluator.should_evaluate(view.step, epoch_end=True):
@@ -172,6 +205,8 @@ class Trainer:
                 if view.stop_reason is not None:
                     return
                 continue
+            if event.step >= total or event.position.epoch > event.epoch:
+                self.built.tracker.check()  # the run's or the epoch's last step: before evaluating, saving
             self.logger.step(event.step, event.record)
             self.host.call_event("pgmm_on_step_end", run=view, step=event.step, metrics=event.record)
             if self.evaluator.should_evaluate(event.step, epoch_end=False):

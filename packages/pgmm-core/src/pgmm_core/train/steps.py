@@ -15,17 +15,25 @@ tokens it holds.
 micro-batch is done, the gradients are multiplied by ``world_size / T``, where ``T`` is the number
 of target tokens of the whole step (all micro-batches, all ranks). With the strategy's mean over
 ranks that is exactly the gradient of (sum of all the step's token losses) / T.
+
+A step whose loss or gradient norm is not finite is skipped (:mod:`~pgmm_core.train.nonfinite`):
+its gradients are cleared and the optimizer does not step, but the step still counts — the
+learning-rate schedule and the data position go on, as they do when the fp16 grad scaler skips a
+step. Before every optimizer step that is taken, ``before_step(step)`` is called with the
+gradients in place (unscaled, clipped): the trainer's ``pgmm_on_before_optimizer_step`` event.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from pgmm_core.train.nonfinite import NonFiniteSteps
 from pgmm_core.train.schedule import learning_rate
 
 
@@ -73,7 +81,8 @@ class StepLoop:
     def __init__(self, *, train: Any, strategy: Any, module: Any, trainable: list[torch.Tensor], optimizer: Any,
                  scaler: Any, policy: Any, device: torch.device, loader: Any, sampler: Any, tracker: Any,
                  batch_size: int, steps_per_epoch: int, total_steps: int, view: Any,
-                 memory_stats: Any) -> None:
+                 memory_stats: Any, nonfinite: NonFiniteSteps | None = None,
+                 before_step: Callable[[int], None] | None = None) -> None:
         self.train = train
         self.strategy = strategy
         self.module = module  # the strategy-wrapped module whose forward computes the loss
@@ -91,7 +100,10 @@ class StepLoop:
         self.view = view
         self.memory_stats = memory_stats
         self.token_normalised = train.loss_normalization == "token"
-        self.losses: list[float] = []
+        self.nonfinite = nonfinite or NonFiniteSteps(train.max_nonfinite_steps, strategy=strategy,
+                                                     scaled=scaler is not None)
+        self.before_step = before_step
+        self.losses: list[float] = []  # the loss of every step taken (skipped non-finite steps are not)
 
     # --- the objective ------------------------------------------------------------------------------
 
@@ -111,6 +123,8 @@ class StepLoop:
         t = self.train
         accum = t.accum_steps
         micro_limit = self.steps_per_epoch * accum
+        # Images of an epoch the loader never reads: drop_last's partial batch, an unfinished accumulation.
+        unread = max(self.sampler.total - micro_limit * self.batch_size * self.sampler.num_replicas, 0)
         window = _Window()
         self.module.train()
         for epoch in range(start.epoch, t.epochs):
@@ -139,12 +153,21 @@ class StepLoop:
                 if self.token_normalised:
                     step_loss = self._normalise_by_tokens(step_loss, step_targets)
                 grad_norm = self.strategy.clip_gradients(self.optimizer, self.trainable, t.grad_clip, self.scaler)
-                self.strategy.optimizer_step(self.optimizer, self.scaler)
+                if self.nonfinite.is_bad(step_loss, grad_norm):
+                    self._skip_step()
+                    self.nonfinite.skipped(self.view.step + 1, step_loss, grad_norm)
+                else:
+                    if self.before_step is not None:
+                        self.before_step(self.view.step + 1)
+                    self.strategy.optimizer_step(self.optimizer, self.scaler)
+                    self.nonfinite.good()
+                    self.losses.append(step_loss)
+                    window.loss += step_loss
+                    window.steps += 1
                 self.view.step += 1
-                self.losses.append(step_loss)
-                window.loss += step_loss
-                window.steps += 1
                 step_loss, step_targets = 0.0, 0
+                if micro == micro_limit:
+                    self.tracker.add_unread(unread)
                 record: dict[str, Any] = {}
                 if self.view.step % t.log_every == 0 or self.view.step == self.total_steps:
                     record = self._log_record(window, grad_norm, epoch)
@@ -153,6 +176,14 @@ class StepLoop:
                     self.view.step, epoch + 1, 0)
                 yield StepEnd(self.view.step, epoch, position, record)
             yield EpochEnd(epoch, Position(self.view.step, epoch + 1, 0))
+
+    def _skip_step(self) -> None:
+        """Drop a non-finite step's gradients. The optimizer's state is untouched; the fp16 grad
+        scaler, which has unscaled the gradients already, is updated so it is ready for the next
+        step (it lowers its scale if the gradients overflowed, as when it skips a step itself)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.update()
 
     def _set_learning_rate(self, epoch: int, step_in_epoch: int) -> None:
         lr = learning_rate(self.train, epoch=epoch, step_in_epoch=step_in_epoch, global_step=self.view.step,
@@ -174,7 +205,8 @@ class StepLoop:
     def _log_record(self, window: _Window, grad_norm: float, epoch: int) -> dict[str, Any]:
         collectives = self.strategy.collectives
         seconds = time.perf_counter() - window.started
-        reduced = collectives.reduce_scalars({"loss": window.loss / window.steps, "grad_norm": grad_norm},
+        loss = window.loss / window.steps if window.steps else math.nan  # every step of the window skipped
+        reduced = collectives.reduce_scalars({"loss": loss, "grad_norm": grad_norm},
                                              op="avg", device=self.device)
         total_samples = collectives.reduce_scalars({"samples": float(window.samples)}, op="sum",
                                                    device=self.device)["samples"]
@@ -185,6 +217,7 @@ class StepLoop:
             "grad_norm": reduced["grad_norm"],
             "samples_per_s": total_samples / max(seconds, 1e-9),
             "bad_images": self.tracker.bad,
+            "nonfinite_steps": self.nonfinite.total,
             **self.memory_stats(),
         }
         if self.scaler is not None:

@@ -43,6 +43,7 @@ class CallbackContract(ComponentContract):
         run = RunView(config=None, output_dir=tmp_path, rank=0, world_size=1, model=None, step=1)
         arguments = {
             "pgmm_on_train_start": {"run": run},
+            "pgmm_on_before_optimizer_step": {"run": self._run_with_gradients(tmp_path), "step": 1},
             "pgmm_on_step_end": {"run": run, "step": 1, "metrics": {"loss": 1.0, "lr": 1e-4}},
             "pgmm_on_eval_end": {"run": run, "step": 1, "metrics": dict(SAMPLE_METRICS)},
             "pgmm_on_checkpoint_saved": {"run": run, "step": 1, "path": str(tmp_path / "step-000001")},
@@ -50,6 +51,19 @@ class CallbackContract(ComponentContract):
         }
         for event in self.implemented_events(callback):
             events.call_event(event, **arguments[event])
+
+    @staticmethod
+    def _run_with_gradients(output_dir: Path) -> Any:
+        """A run whose model holds gradients, as before a real optimizer step: a frozen part (no
+        gradients) and a trainable one (after a backward)."""
+        import torch
+
+        from pgmm_core.run_state import RunView
+
+        model = torch.nn.ModuleDict({"vision": torch.nn.Linear(4, 4), "projector": torch.nn.Linear(4, 2)})
+        model["vision"].requires_grad_(False)
+        model["projector"](model["vision"](torch.randn(3, 4))).square().mean().backward()
+        return RunView(config=None, output_dir=output_dir, rank=0, world_size=1, model=model, step=0)
 
     def test_checkpoint_state_round_trips(self, host: Any, component_config: Any, tmp_path: Path) -> None:
         """A callback with ``state_dict()`` has JSON-native state that a fresh instance takes back
