@@ -11,14 +11,13 @@ follows each step — log, evaluate, save, stop — and tells the plugins.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pgmm_core import frozen_weights
-from pgmm_core.config.loading import changed_paths, config_to_json
+from pgmm_core.config.loading import config_to_json
 from pgmm_core.devices.select import select_device_backend
 from pgmm_core.errors import ConfigError, TooManyBadImagesError, TrainingDivergedError
 from pgmm_core.metrics import format_table
@@ -31,6 +30,7 @@ from pgmm_core.train.checkpointing import CheckpointManager
 from pgmm_core.train.evaluator import Evaluator
 from pgmm_core.train.interrupt import InterruptFlag
 from pgmm_core.train.logging import RunLogger
+from pgmm_core.train.resume_checks import changes_since_checkpoint
 from pgmm_core.train.nonfinite import NonFiniteSteps
 from pgmm_core.train.run_callbacks import RunCallbacks
 from pgmm_core.train.steps import EpochEnd, Position, StepLoop
@@ -112,7 +112,8 @@ class Trainer:
         cfg, t, built, strategy = self.config, self.config.train, self.built, self.strategy
         if strategy.is_main:
             if position.global_step:
-                self._warn_about_changes_since_checkpoint()
+                for warning in changes_since_checkpoint(self.run_dir, self.config, built.frozen_prints):
+                    self._warn(warning)
             self.run_dir.drop_metrics_after(position.global_step)
             self.run_dir.write_text(self.run_dir.config, config_to_json(cfg))
             self.run_dir.write_text(self.run_dir.frozen_weights, frozen_weights.to_json(built.frozen_prints))
@@ -298,23 +299,6 @@ class Trainer:
         self.host.call_event("pgmm_on_eval_end", run=self.view, step=step, metrics=metrics)
 
     # --- messages ---------------------------------------------------------------------------------
-
-    def _warn_about_changes_since_checkpoint(self) -> None:
-        """A resumed run continues with the config given now; say what differs from the run's own,
-        since a changed batch size or dataset changes the data order the checkpoint's position means."""
-        saved_path = self.run_dir.config
-        if saved_path.is_file():
-            before = json.loads(saved_path.read_text(encoding="utf-8"))
-            changed = [p for p in changed_paths(before, json.loads(config_to_json(self.config)))
-                       if p != "train.output_dir"]  # a run directory copied or moved elsewhere
-            if changed:
-                shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
-                self._warn(f"warning: resuming with a config that differs from the run's in {shown}; "
-                              f"the previous one is kept as {self.run_dir.PREVIOUS_CONFIG}")
-                self.run_dir.write_text(self.run_dir.previous_config, saved_path.read_text(encoding="utf-8"))
-        changed_parts = frozen_weights.differing_parts(self.run_dir.root, self.built.frozen_prints)
-        if changed_parts:
-            self._warn(f"warning: {frozen_weights.mismatch_warning(self.run_dir.root, changed_parts)}")
 
     def _message(self, text: str) -> None:
         """A message for the user, from rank 0 (the CLI shows INFO records; see pgmm_core.logs)."""
