@@ -55,6 +55,9 @@ class Strategy(ABC):
         self.device_backend = device_backend
         self.env = env if env is not None else DistEnv.from_environ()
         self.device: torch.device | None = None
+        # The module given to :meth:`wrap` (unwrapped): names the parameters of optimizer state
+        # saved by name (see :mod:`pgmm_core.strategies.optimizer_state`).
+        self.trained_module: nn.Module | None = None
 
     # --- where this process stands ------------------------------------------------------------------
 
@@ -170,7 +173,10 @@ class Strategy(ABC):
         return self.device_backend.to_serializable(optimizer.state_dict())
 
     def load_optimizer_state(self, optimizer: Any, state: dict[str, Any]) -> None:
-        optimizer.load_state_dict(state)
+        """Load saved optimizer state; state saved by name (by ``fsdp2``) is renumbered first."""
+        from pgmm_core.strategies import optimizer_state
+
+        optimizer.load_state_dict(optimizer_state.to_indexed(state, optimizer, self.trained_module))
 
     def describe(self) -> str:
         return f"{self.name}, world size {self.world_size}"
