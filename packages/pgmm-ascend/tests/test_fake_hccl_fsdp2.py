@@ -1,6 +1,7 @@
 """``fsdp2`` under HCCL's rules: the strict fake HCCL checks the tensor collectives FSDP2 issues
 (all-gather of parameters into one flat tensor, reduce-scatter of gradients) like the others, and a
-two-rank ``fsdp2`` training run with the ``hccl_cpu`` test backend finishes and checkpoints.
+two-rank ``fsdp2`` training run with the ``hccl_cpu`` test backend finishes, evaluates (ranks with
+different numbers of batches) and checkpoints.
 
 What it proves: every collective the strategy issues — FSDP2's own, the gradient norm, checkpoint
 gathers — passes HCCL's dtype and reduce-op checks (no float64 reduction, no ReduceOp.AVG). Not
@@ -80,7 +81,10 @@ def launch(tmp_path_factory):
                          train={"max_steps": 2, "log_every": 1, "save_every": 2, "accum_steps": 2,
                                 "grad_clip": 1.0})
     config["model"]["llm"]["num_layers"] = 2
-    config["data"].update({"batch_size": 4, "val": []})
+    # 5 eval images over 2 ranks in batches of 2: rank 0 captions 2 batches, rank 1 one batch
+    config["data"].update({"batch_size": 4, "eval_batch_size": 2,
+                           "val": [{"type": "synthetic_shapes", "num_samples": 5, "seed": 0}]})
+    config["train"]["eval_every"] = 2
     path = write_config(tmp / "config.json", config)
     return tmp / "run", run_ranks(_on_each_rank, 2, args=(str(path), str(tmp / "store")), timeout=240)
 
@@ -105,5 +109,9 @@ def test_fsdp2_trains_and_checkpoints_through_the_fake_hccl(launch):
         # ln_vision, projector) per optimizer step — not per micro-batch (that would be 20)
         assert calls["_reduce_scatter_base"] == 5 * 2
         assert calls["allreduce"] >= 2  # the global gradient norm and the logged values
+    metrics = [r["training"]["summary"]["metrics"] for r in ranks]
+    assert metrics[0] and metrics[0] == metrics[1]  # both ranks finished the evaluation, same result
+    results = sorted((out / "results").glob("*"))
+    assert results, "the evaluation's captions were written"
     (checkpoint,) = sorted((out / "checkpoints").glob("step-*"))
     assert (checkpoint / "model.safetensors").is_file()

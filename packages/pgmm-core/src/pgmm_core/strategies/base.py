@@ -16,7 +16,8 @@ The trainer calls, in this order:
    the forward, then :meth:`backward`;
 4. per optimizer step: :meth:`scale_gradients` (when the loss is normalised over the step's
    targets), :meth:`clip_gradients` (returns the global gradient norm), :meth:`optimizer_step`;
-5. for checkpoints, on every rank: :meth:`model_state` / :meth:`optimizer_state` (``None`` on
+5. around each evaluation, on every rank: :meth:`evaluation`;
+6. for checkpoints, on every rank: :meth:`model_state` / :meth:`optimizer_state` (``None`` on
    ranks that do not write), :meth:`load_model_state` / :meth:`load_optimizer_state` on resume.
 
 Gradient semantics every strategy keeps: after the synchronising micro-batch, each trainable
@@ -148,6 +149,12 @@ class Strategy(ABC):
         else:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+
+    def evaluation(self) -> contextlib.AbstractContextManager[Any]:
+        """Context around an evaluation, entered on every rank. Ranks evaluate different numbers of
+        batches (and generate different numbers of tokens), so nothing a forward does inside may
+        need the other ranks; a sharding strategy gathers its weights here. Default: nothing."""
+        return contextlib.nullcontext()
 
     # --- state for checkpoints (every rank calls; the strategy decides who holds the result) ------
 

@@ -132,6 +132,25 @@ class Fsdp2Strategy(Strategy):
             self.trained_module.set_requires_gradient_sync(sync)
         yield
 
+    @contextlib.contextmanager
+    def evaluation(self) -> Iterator[None]:
+        """Every unit gathered whole for the evaluation, and kept whole after each forward: ranks
+        evaluate different numbers of batches and generate different numbers of tokens, so no forward
+        inside may all-gather. Costs the whole model's memory per rank while evaluating."""
+        from torch.distributed.fsdp import FSDPModule
+
+        units = [m for m in self.trained_module.modules() if isinstance(m, FSDPModule)] \
+            if self.trained_module is not None else []
+        for unit in units:
+            unit.set_reshard_after_forward(False, recurse=False)
+            unit.unshard()
+        try:
+            yield
+        finally:
+            for unit in units:
+                unit.reshard()
+                unit.set_reshard_after_forward(self.config.reshard_after_forward, recurse=False)
+
     def zero_loss(self, parameters: Sequence[Any]) -> Any:
         """Every rank must run each unit's forward (its all-gather) in every micro-batch; a rank
         without a batch cannot, so it stops the run with a clear error rather than hang the others."""
