@@ -58,9 +58,15 @@ class Fsdp2Strategy(Strategy):
 
     def setup(self) -> Any:
         require_fully_shard()
-        reason = getattr(self.device_backend, "sharding_unsupported", lambda: None)()
+        reason = self.device_backend.sharding_unsupported()
         if reason:
             raise ConfigError([f"strategy.type: 'fsdp2' is not available on {self.device_backend.name}: {reason}"])
+        policy = self.device_backend.precision_policy()
+        if policy.use_grad_scaler:
+            raise ConfigError([
+                f"strategy.type: 'fsdp2' does not train with the fp16 grad scaler (precision "
+                f"{policy.name}); use bf16 or fp32 precision, or strategy.type=ddp"
+            ])
         if not self.env.launched:
             raise ConfigError([
                 "strategy.type: 'fsdp2' needs a torchrun launch (torchrun --nproc_per_node=N -m "
@@ -83,12 +89,6 @@ class Fsdp2Strategy(Strategy):
         from torch.distributed.fsdp import MixedPrecisionPolicy, register_fsdp_forward_method
 
         fully_shard = require_fully_shard()
-        policy = self.device_backend.precision_policy()
-        if policy.use_grad_scaler:
-            raise ConfigError([
-                f"strategy.type: 'fsdp2' does not train with the fp16 grad scaler (precision "
-                f"{policy.name}); use bf16 or fp32 precision, or strategy.type=ddp"
-            ])
         device_type = self.device.type if self.device is not None else "cpu"
         mesh = init_device_mesh(device_type, (self.world_size,))
         replicate_mesh = (init_device_mesh(device_type, (self.world_size, 1), mesh_dim_names=("replicate", "shard"))
