@@ -2,8 +2,9 @@
 its checkpoints resume exactly — under ``fsdp2`` and under the other strategies, both ways.
 
 The runs: ``ddp`` and ``fsdp2`` on 2 ranks with the same global batch, seed and data (2 micro-batches
-per step, clipping on, the LLM's activation checkpointing on), 4 steps with checkpoints at 2 and 4.
-Every resume starts from a step-2 checkpoint copied into a fresh run directory and trains steps 3-4.
+per step, clipping on, the LLM's activation checkpointing on), 4 steps with checkpoints at 2 and 4;
+``fsdp2`` on 4 ranks for steps 1-2. Every resume starts from a step-2 checkpoint copied into a fresh
+run directory and trains steps 3-4.
 """
 
 from __future__ import annotations
@@ -103,26 +104,40 @@ def test_fsdp2_resume_is_bitwise(runs):
     _assert_same_weights(final_weights(fsdp2), final_weights(resumed), exact=True)
 
 
-def test_fsdp2_checkpoint_resumes_under_ddp_and_back(runs):
+@pytest.fixture(scope="module")
+def four_ranks(runs):
+    """``fsdp2`` on 4 ranks (the same global batch), steps 1-2."""
+    tmp = runs[0]
+    config = _config(tmp / "fsdp2-4", {"type": "fsdp2"}, ranks=4)
+    config["train"]["max_steps"] = 2
+    return _train(config, tmp, "fsdp2-4.json", ranks=4)
+
+
+def test_fsdp2_checkpoint_resumes_under_ddp_and_back(runs, four_ranks):
+    """fsdp2 on 4 ranks -> ddp on 2; ddp on 2 -> fsdp2 on 2. Per-rank means of other sizes differ a
+    little, and AdamW magnifies that in weights whose gradients are near zero."""
     tmp, ddp, fsdp2 = runs
-    as_ddp = _resume_from_step_2(fsdp2, _config(tmp / "to-ddp", {"type": "ddp"}, ranks=2), tmp, "to-ddp.json")
-    _assert_same_weights(final_weights(ddp), final_weights(as_ddp), exact=False)
+    for step, loss in _losses(four_ranks).items():
+        assert loss == pytest.approx(_losses(ddp)[step], rel=2e-3)
+    as_ddp = _resume_from_step_2(four_ranks, _config(tmp / "to-ddp", {"type": "ddp"}, ranks=2), tmp, "to-ddp.json")
+    _assert_same_weights(final_weights(ddp), final_weights(as_ddp), exact=False, atol=2e-3)
     as_fsdp2 = _resume_from_step_2(ddp, _config(tmp / "to-fsdp2", {"type": "fsdp2"}, ranks=2), tmp,
                                    "to-fsdp2.json")
-    _assert_same_weights(final_weights(fsdp2), final_weights(as_fsdp2), exact=False)
-    for run in (as_ddp, as_fsdp2):
+    _assert_same_weights(final_weights(fsdp2), final_weights(as_fsdp2), exact=False)  # same world size
+    for run, rel in ((as_ddp, 2e-3), (as_fsdp2, 1e-5)):
+        assert sorted(_losses(run)) == [3, 4]
         for step, loss in _losses(run).items():
-            assert loss == pytest.approx(_losses(ddp)[step], rel=1e-5)
+            assert loss == pytest.approx(_losses(ddp)[step], rel=rel)
 
 
-def test_fsdp2_checkpoint_resumes_in_one_process(runs):
-    """Another world size: the same global batch in one process (per-rank means differ a little)."""
-    tmp, ddp, fsdp2 = runs
-    single = _resume_from_step_2(fsdp2, _config(tmp / "to-single", {"type": "single"}, ranks=1), tmp,
+def test_fsdp2_checkpoint_resumes_in_one_process(runs, four_ranks):
+    """fsdp2 on 4 ranks -> one process, the same global batch."""
+    tmp, ddp, _ = runs
+    single = _resume_from_step_2(four_ranks, _config(tmp / "to-single", {"type": "single"}, ranks=1), tmp,
                                  "to-single.json", ranks=1)
     for step, loss in _losses(single).items():
         assert loss == pytest.approx(_losses(ddp)[step], rel=2e-3)
-    _assert_same_weights(final_weights(ddp), final_weights(single), exact=False, atol=1e-3)
+    _assert_same_weights(final_weights(ddp), final_weights(single), exact=False, atol=2e-3)
     last = sorted((single / "checkpoints").glob("step-*"))[-1]
     state = torch.load(last / "trainer_state.pt", map_location="cpu", weights_only=True)["optimizer"]
     assert set(state["state"]) == set(range(len(final_weights(single))))  # renumbered for one process
