@@ -3,20 +3,21 @@ its checkpoints resume exactly — under ``fsdp2`` and under the other strategie
 
 The runs: ``ddp`` and ``fsdp2`` on 2 ranks with the same global batch, seed and data (2 micro-batches
 per step, clipping on, the LLM's activation checkpointing on), 4 steps with checkpoints at 2 and 4;
-``fsdp2`` on 4 ranks for steps 1-2. Every resume starts from a step-2 checkpoint copied into a fresh
+``fsdp2`` on 4 ranks for steps 1-2, on one node and on two (c10d rendezvous). Every resume starts from a step-2 checkpoint copied into a fresh
 run directory and trains steps 3-4.
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from pgmm_ascend.testing.ranks import run_ranks
+from pgmm_ascend.testing.ranks import free_port, run_ranks
 from pgmm_core.testing import final_weights, log_records, no_dropout_config, run_train, write_config
 
 STEPS = 4
@@ -188,3 +189,25 @@ def test_every_block_of_the_frozen_towers_is_sharded(tmp_path):
     largest = max(report["total"][n] for n in frozen)
     for rank in ranks:
         assert sum(rank["held"][n] for n in frozen) <= 1.1 * frozen_total / 2 + largest
+
+
+def _node(config_path: Path, port: int, log: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=2",
+               "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=pgmm-two-nodes",
+               "-m", "pgmm_core.train", "--config", str(config_path)]
+    return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def test_two_nodes_follow_the_one_node_loss_curve(runs, four_ranks):
+    """2 "nodes" x 2 processes meeting through a c10d rendezvous on localhost = 4 ranks on one node."""
+    tmp = runs[0]
+    config = _config(tmp / "two-nodes", {"type": "fsdp2", "timeout_s": 60}, ranks=4)
+    config["train"]["max_steps"] = 2
+    path = write_config(tmp / "two-nodes.json", config)
+    port = free_port()
+    nodes = [_node(path, port, tmp / f"node{i}.log") for i in range(2)]
+    for i, node in enumerate(nodes):
+        assert node.wait(timeout=240) == 0, (tmp / f"node{i}.log").read_text()[-4000:]
+    assert "world size 4" in (tmp / "node0.log").read_text() + (tmp / "node1.log").read_text()
+    assert _losses(tmp / "two-nodes") == _losses(four_ranks)
+    _assert_same_weights(final_weights(four_ranks), final_weights(tmp / "two-nodes"), exact=True)
