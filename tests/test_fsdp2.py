@@ -198,6 +198,7 @@ def _node(config_path: Path, port: int, log: Path) -> subprocess.Popen:
     return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
+@pytest.mark.slow
 def test_two_nodes_follow_the_one_node_loss_curve(runs, four_ranks):
     """2 "nodes" x 2 processes meeting through a c10d rendezvous on localhost = 4 ranks on one node."""
     tmp = runs[0]

@@ -11,7 +11,8 @@ The trainer calls, in this order:
 
 1. :meth:`Strategy.setup` once (selects the device, joins the process group), :meth:`teardown` at
    the end, whatever happened;
-2. :meth:`wrap` on the module whose ``forward`` computes the loss; the loop calls the wrapped one;
+2. :meth:`place` on the built model, then :meth:`wrap` on the module whose ``forward`` computes the
+   loss (before the optimizer is built); the loop calls the wrapped one;
 3. per micro-batch, inside :meth:`accumulation` (``sync`` true on the last micro-batch of a step):
    the forward, then :meth:`backward`;
 4. per optimizer step: :meth:`scale_gradients` (when the loss is normalised over the step's
@@ -99,6 +100,12 @@ class Strategy(ABC):
         self.collectives.barrier()
 
     # --- the model and its gradients -------------------------------------------------------------
+
+    def place(self, model: nn.Module) -> None:
+        """Put a freshly built model on this process's device (before :meth:`wrap`). Default: all of
+        it. A sharding strategy leaves it where it was built and moves only each rank's shards, so
+        that a model larger than one device never has to fit on one."""
+        model.to(self.device)
 
     @abstractmethod
     def wrap(self, module: nn.Module) -> nn.Module:

@@ -81,6 +81,10 @@ class Fsdp2Strategy(Strategy):
 
     # --- sharding ------------------------------------------------------------------------------------
 
+    def place(self, model: Any) -> None:
+        """Nothing yet: :meth:`wrap` moves the model unit by unit, each unit's whole weights to the
+        device only while they are split, so no rank ever holds more than its shards and one unit."""
+
     def wrap(self, module: Any) -> Any:
         """Shard every block, then every part, then the root. Call it before building the optimizer:
         sharding replaces each parameter with a sharded one (a ``DTensor``)."""

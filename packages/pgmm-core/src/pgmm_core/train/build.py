@@ -50,7 +50,7 @@ def build_run(config: Any, strategy: Any, device: torch.device) -> Built:
     rng.seed_everything(t.seed, backend)  # identical initialisation on every rank
     objective = config.host.build("objective", cfg.objective)
     model = build_model(cfg, objective.parts, policy=policy)  # frozen, fingerprinted, then cast by the policy
-    model.to(device)
+    strategy.place(model)  # on the device (a sharding strategy moves only each rank's shards, in wrap)
     rng.seed_everything(t.seed + strategy.rank, backend)  # LAVIS: per-rank stream for dropout
     image_spec = encoder_image_spec(model.vision)
     train_sets = build_datasets(cfg, cfg.data.train, split="train", image_spec=image_spec)
