@@ -84,6 +84,17 @@ def test_fsdp2_follows_ddps_loss_curve(runs):
     _assert_same_weights(final_weights(ddp), final_weights(fsdp2), exact=False)
 
 
+@pytest.mark.slow
+def test_fsdp2_with_replicated_trainable_parts_follows_ddp(runs):
+    tmp, ddp, _ = runs
+    replicated = _train(_config(tmp / "replicated", {"type": "fsdp2", "trainable": "replicate"}, ranks=2), tmp,
+                        "replicated.json")
+    for a, b in zip(log_records(ddp), log_records(replicated), strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5)
+    _assert_same_weights(final_weights(ddp), final_weights(replicated), exact=False)
+
+
 def test_fsdp2_checkpoint_is_one_file_of_whole_trainable_weights(runs):
     _, ddp, fsdp2 = runs
     last = sorted((fsdp2 / "checkpoints").glob("step-*"))[-1]
