@@ -64,3 +64,19 @@ class TestDdpStrategy(StrategyContract):
     component = "ddp"
     distribution = "pgmm-core"
     config = {"find_unused_parameters": False}
+
+
+class TestFsdp2Strategy(StrategyContract):
+    """FSDP2 over a one-process gloo group: parameters become (one-shard) DTensors."""
+
+    component = "fsdp2"
+    distribution = "pgmm-core"
+    config = {"reshard_after_forward": True, "trainable": "shard"}
+
+
+class TestFsdp2ReplicatedTrainableStrategy(StrategyContract):
+    """FSDP2 with the trainable parts replicated (a one-process replicate × shard mesh)."""
+
+    component = "fsdp2"
+    distribution = "pgmm-core"
+    config = {"reshard_after_forward": False, "trainable": "replicate"}

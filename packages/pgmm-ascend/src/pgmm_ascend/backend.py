@@ -72,6 +72,18 @@ class NpuBackend(DeviceBackend):
                     "and the driver installation")
         return None
 
+    def sharding_unsupported(self) -> str | None:
+        """FSDP2 on NPUs needs the torch 2.6 line of torch_npu or newer, on Atlas A2/A3 (910B/910C)."""
+        version = str(getattr(self._torch_npu(), "__version__", "0"))
+        major_minor = tuple(int(p) for p in version.split("+")[0].split(".")[:2] if p.isdigit())
+        if major_minor < (2, 6):
+            return (f"torch_npu {version} has no FSDP2 support (fully_shard needs torch/torch_npu 2.6 or "
+                    "newer, installed as an exact pair)")
+        soc = str(torch.npu.get_device_name(0)) if torch.npu.device_count() else ""
+        if soc.startswith("Ascend910A") or soc == "Ascend910":
+            return f"{soc} is not supported by FSDP2 on NPU (Atlas A2/A3, 910B/910C, are)"
+        return None
+
     def device_count(self) -> int:
         self._torch_npu()
         return torch.npu.device_count()  # counts only ASCEND_RT_VISIBLE_DEVICES when it is set

@@ -1,5 +1,5 @@
 """pgmm-core's own plugin: the cpu, cuda and auto device backends, the built-in callbacks and the
-``caption`` objective, and the auto, single and ddp strategies.
+``caption`` objective, and the auto, single, ddp and fsdp2 strategies.
 
 ``auto`` is the device kind's and the strategy kind's default, ``caption`` the objective kind's
 (``default=True``): a config without a ``device``, ``strategy`` or ``objective`` section uses them.
@@ -14,7 +14,12 @@ from pgmm_core.callbacks.configs import EarlyStoppingConfig
 from pgmm_core.devices.configs import AutoDeviceConfig, CpuConfig, CudaConfig
 from pgmm_core.hookspecs import hookimpl
 from pgmm_core.objectives.configs import CaptionObjectiveConfig
-from pgmm_core.strategies.configs import AutoStrategyConfig, DdpStrategyConfig, SingleStrategyConfig
+from pgmm_core.strategies.configs import (
+    AutoStrategyConfig,
+    DdpStrategyConfig,
+    Fsdp2StrategyConfig,
+    SingleStrategyConfig,
+)
 
 
 @hookimpl
@@ -49,3 +54,5 @@ def pgmm_register_strategies(registrar):
                   description="one process on one device")
     registrar.add("ddp", "pgmm_core.strategies.ddp:build_ddp", DdpStrategyConfig,
                   description="DistributedDataParallel over the processes torchrun started")
+    registrar.add("fsdp2", "pgmm_core.strategies.fsdp2:build_fsdp2", Fsdp2StrategyConfig,
+                  description="FSDP2 (fully_shard): frozen towers and trainable parts sharded per block over the ranks")

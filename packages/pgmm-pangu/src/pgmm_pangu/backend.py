@@ -102,8 +102,11 @@ class CausalLMBackend(nn.Module):
             use_cache=True,
             **sampling,
         )
+        # Ranks caption different images and stop at different lengths: never wait for the others.
+        # (transformers would, seeing a sharded model; pgmm's sharding strategy gathers the weights
+        # whole for evaluation, so every rank generates on its own.)
         output = self.model.generate(inputs_embeds=inputs_embeds.to(self.dtype), attention_mask=attention_mask,
-                                     generation_config=config)
+                                     generation_config=config, synced_gpus=False)
         rows = []
         for row in output.tolist():
             rows.append(row[: row.index(tok.eos_token_id)] if tok.eos_token_id in row else row)

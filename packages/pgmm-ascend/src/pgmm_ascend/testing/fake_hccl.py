@@ -13,8 +13,9 @@ source states them (``checkSupportedDataType`` and ``getHcclReduceOp`` in
 * BAND/BOR/BXOR raise ``Cannot use ReduceOp.BAND with HCCL`` (…BOR, …BXOR), PREMUL_SUM is refused;
 * AVG is refused outright. Real HCCL emulates it as SUM then an in-place divide, which truncates or
   fails on integer tensors, so this double is stricter: no pgmm code path may rely on it;
-* broadcast, all_gather, gather, scatter, all_to_all and barrier accept every dtype (as HCCL does)
-  and go to gloo unchanged.
+* broadcast, all_gather (list and tensor forms: ``all_gather_into_tensor``, FSDP2's all-gather of
+  parameters), gather, scatter, all_to_all and barrier accept every dtype (as HCCL does) and go to
+  gloo unchanged; FSDP2's gradient ``reduce_scatter_tensor`` is a reduction and checked as one.
 
 What it proves: code passes HCCL's dtype and reduce-op checks and computes the right values across
 real processes. What it cannot: device placement (everything here is on CPU), HCCL numerics and
@@ -159,6 +160,23 @@ class StrictHcclProcessGroup(dist.ProcessGroup):
     def broadcast(self, tensors: list[torch.Tensor], opts: Any = None) -> Any:
         self._gloo.broadcast(tensors, opts if opts is not None else BroadcastOptions()).wait()
         return _done(tensors)
+
+    # --- the tensor forms FSDP2 and DTensor use (all-gather into one flat output) --------------------
+
+    def all_gather_single(self, output: torch.Tensor, input: torch.Tensor, opts: Any = None) -> Any:
+        calls["all_gather_single"] += 1
+        self._gloo._allgather_base(output, input, opts if opts is not None else AllgatherOptions()).wait()
+        return _done([output])
+
+    _allgather_base = all_gather_single  # the older name of all_gather_into_tensor's entry point
+
+    def all_gather_single_coalesced(self, outputs: list[torch.Tensor], inputs: list[torch.Tensor],
+                                    opts: Any = None) -> Any:
+        for output, tensor in zip(outputs, inputs):
+            self.all_gather_single(output, tensor, opts)
+        return _done(outputs)
+
+    allgather_into_tensor_coalesced = all_gather_single_coalesced
 
 
 def _create(store: Any, rank: int, size: int, timeout: timedelta) -> StrictHcclProcessGroup:

@@ -87,6 +87,11 @@ class DeviceBackend(ABC):
     def unavailable_reason(self) -> str | None:
         """``None`` when usable here, else one sentence on why not and what to install."""
 
+    def sharding_unsupported(self) -> str | None:
+        """``None`` when ``torch.distributed.fsdp.fully_shard`` (the ``fsdp2`` strategy) works on
+        this backend, else one sentence on what is missing. Asked after :meth:`unavailable_reason`."""
+        return None
+
     def is_available(self) -> bool:
         return self.unavailable_reason() is None
 

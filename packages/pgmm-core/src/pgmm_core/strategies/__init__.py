@@ -6,6 +6,7 @@ and the global gradient norm, the optimizer step, the trainable and optimizer st
 and which share of the data each rank reads. The trainer calls only :class:`~pgmm_core.strategies.
 base.Strategy`; nothing outside this package touches ``torch.nn.parallel``.
 
-Built-ins: ``single`` (one process), ``ddp`` (DistributedDataParallel under torchrun) and ``auto``
+Built-ins: ``single`` (one process), ``ddp`` (DistributedDataParallel under torchrun), ``fsdp2``
+(``fully_shard`` per block under torchrun, :mod:`~pgmm_core.strategies.fsdp2`) and ``auto``
 (``ddp`` under torchrun with more than one process, else ``single``; the default).
 """

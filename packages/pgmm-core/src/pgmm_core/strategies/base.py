@@ -11,12 +11,14 @@ The trainer calls, in this order:
 
 1. :meth:`Strategy.setup` once (selects the device, joins the process group), :meth:`teardown` at
    the end, whatever happened;
-2. :meth:`wrap` on the module whose ``forward`` computes the loss; the loop calls the wrapped one;
+2. :meth:`place` on the built model, then :meth:`wrap` on the module whose ``forward`` computes the
+   loss (before the optimizer is built); the loop calls the wrapped one;
 3. per micro-batch, inside :meth:`accumulation` (``sync`` true on the last micro-batch of a step):
    the forward, then :meth:`backward`;
 4. per optimizer step: :meth:`scale_gradients` (when the loss is normalised over the step's
    targets), :meth:`clip_gradients` (returns the global gradient norm), :meth:`optimizer_step`;
-5. for checkpoints, on every rank: :meth:`model_state` / :meth:`optimizer_state` (``None`` on
+5. around each evaluation, on every rank: :meth:`evaluation`;
+6. for checkpoints, on every rank: :meth:`model_state` / :meth:`optimizer_state` (``None`` on
    ranks that do not write), :meth:`load_model_state` / :meth:`load_optimizer_state` on resume.
 
 Gradient semantics every strategy keeps: after the synchronising micro-batch, each trainable
@@ -55,6 +57,9 @@ class Strategy(ABC):
         self.device_backend = device_backend
         self.env = env if env is not None else DistEnv.from_environ()
         self.device: torch.device | None = None
+        # The module given to :meth:`wrap` (unwrapped): names the parameters of optimizer state
+        # saved by name (see :mod:`pgmm_core.strategies.optimizer_state`).
+        self.trained_module: nn.Module | None = None
 
     # --- where this process stands ------------------------------------------------------------------
 
@@ -95,6 +100,12 @@ class Strategy(ABC):
         self.collectives.barrier()
 
     # --- the model and its gradients -------------------------------------------------------------
+
+    def place(self, model: nn.Module) -> None:
+        """Put a freshly built model on this process's device (before :meth:`wrap`). Default: all of
+        it. A sharding strategy leaves it where it was built and moves only each rank's shards, so
+        that a model larger than one device never has to fit on one."""
+        model.to(self.device)
 
     @abstractmethod
     def wrap(self, module: nn.Module) -> nn.Module:
@@ -146,6 +157,12 @@ class Strategy(ABC):
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    def evaluation(self) -> contextlib.AbstractContextManager[Any]:
+        """Context around an evaluation, entered on every rank. Ranks evaluate different numbers of
+        batches (and generate different numbers of tokens), so nothing a forward does inside may
+        need the other ranks; a sharding strategy gathers its weights here. Default: nothing."""
+        return contextlib.nullcontext()
+
     # --- state for checkpoints (every rank calls; the strategy decides who holds the result) ------
 
     def trainable_shapes(self, model: Any) -> dict[str, tuple[int, ...]]:
@@ -170,7 +187,10 @@ class Strategy(ABC):
         return self.device_backend.to_serializable(optimizer.state_dict())
 
     def load_optimizer_state(self, optimizer: Any, state: dict[str, Any]) -> None:
-        optimizer.load_state_dict(state)
+        """Load saved optimizer state; state saved by name (by ``fsdp2``) is renumbered first."""
+        from pgmm_core.strategies import optimizer_state
+
+        optimizer.load_state_dict(optimizer_state.to_indexed(state, optimizer, self.trained_module))
 
     def describe(self) -> str:
         return f"{self.name}, world size {self.world_size}"

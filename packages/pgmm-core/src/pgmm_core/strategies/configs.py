@@ -32,3 +32,21 @@ class DdpStrategyConfig(StrategyConfig):
     find_unused_parameters: bool = Field(
         False, description="Let DDP tolerate trainable parameters that get no gradient in a step (slower)."
     )
+
+
+class Fsdp2StrategyConfig(StrategyConfig):
+    """``torch.distributed.fsdp.fully_shard`` (FSDP2) over the ranks torchrun started: every
+    block of the frozen towers and of the trainable parts is its own unit, sharded over the ranks."""
+
+    type: Literal["fsdp2"] = "fsdp2"
+    reshard_after_forward: bool = Field(
+        True, description="Free each block's gathered weights after its forward and gather them again "
+                          "in backward (least memory); false keeps them until the backward (less traffic).")
+    trainable: Literal["shard", "replicate"] = Field(
+        "shard", description="Trainable parts (ln_vision, connector, projector): 'shard' splits their "
+                             "weights, gradients and optimizer state over the ranks (the memory FSDP "
+                             "exists for); 'replicate' keeps whole copies on every rank, gradients "
+                             "all-reduced as under ddp (no all-gather of them per forward).")
+    timeout_s: float | None = Field(
+        None, gt=0, description="Seconds a collective waits for the other ranks before the run fails "
+                                "(default: PGMM_DIST_TIMEOUT, else 1800).")

@@ -37,6 +37,7 @@ class DdpStrategy(Strategy):
     def wrap(self, module: Any) -> Any:
         from torch.nn.parallel import DistributedDataParallel
 
+        self.trained_module = module
         ids = [self.device.index] if self.device is not None and self.device.type != "cpu" else None
         self.wrapped = DistributedDataParallel(module, device_ids=ids,
                                                find_unused_parameters=self.config.find_unused_parameters)

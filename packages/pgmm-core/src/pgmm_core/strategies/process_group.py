@@ -36,13 +36,26 @@ class DistEnv:
         return self.rank == 0
 
 
-def init_process_group(env: DistEnv, backend: str, device: Any = None) -> None:
-    """Join the torchrun job (MASTER_ADDR/MASTER_PORT from torchrun) with ``backend``."""
+DEFAULT_TIMEOUT_S = 1800
+"""Seconds a collective may wait for the other ranks before the process group fails it (torch's
+default too); ``PGMM_DIST_TIMEOUT`` or a strategy's ``timeout_s`` changes it."""
+
+
+def group_timeout(seconds: float | None = None) -> timedelta:
+    """``seconds`` when given, else ``PGMM_DIST_TIMEOUT``, else :data:`DEFAULT_TIMEOUT_S`."""
+    if seconds is None:
+        seconds = float(os.environ.get("PGMM_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+    return timedelta(seconds=seconds)
+
+
+def init_process_group(env: DistEnv, backend: str, device: Any = None, *, timeout_s: float | None = None) -> None:
+    """Join the torchrun job (MASTER_ADDR/MASTER_PORT from torchrun) with ``backend``; a collective
+    that waits longer than the timeout (:func:`group_timeout`) fails instead of hanging."""
     import torch.distributed as dist
 
     if dist.is_initialized():
         return
-    timeout = timedelta(seconds=int(os.environ.get("PGMM_DIST_TIMEOUT", 1800)))
+    timeout = group_timeout(timeout_s)
     kwargs = {"device_id": device} if device is not None and device.type != "cpu" else {}
     dist.init_process_group(backend=backend, rank=env.rank, world_size=env.world_size, timeout=timeout, **kwargs)
 

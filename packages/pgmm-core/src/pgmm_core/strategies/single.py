@@ -24,6 +24,7 @@ class SingleStrategy(Strategy):
         """Nothing to leave."""
 
     def wrap(self, module: Any) -> Any:
+        self.trained_module = module
         return module
 
 

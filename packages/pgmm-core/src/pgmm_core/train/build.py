@@ -50,7 +50,7 @@ def build_run(config: Any, strategy: Any, device: torch.device) -> Built:
     rng.seed_everything(t.seed, backend)  # identical initialisation on every rank
     objective = config.host.build("objective", cfg.objective)
     model = build_model(cfg, objective.parts, policy=policy)  # frozen, fingerprinted, then cast by the policy
-    model.to(device)
+    strategy.place(model)  # on the device (a sharding strategy moves only each rank's shards, in wrap)
     rng.seed_everything(t.seed + strategy.rank, backend)  # LAVIS: per-rank stream for dropout
     image_spec = encoder_image_spec(model.vision)
     train_sets = build_datasets(cfg, cfg.data.train, split="train", image_spec=image_spec)
@@ -70,10 +70,11 @@ def build_run(config: Any, strategy: Any, device: torch.device) -> Built:
     total_steps = steps_per_epoch * t.epochs
     if t.max_steps is not None:
         total_steps = min(total_steps, t.max_steps)
+    # Wrapped before the optimizer is built: a sharding strategy replaces the parameters it shards.
+    module = strategy.wrap(ObjectiveModule(model, objective))
     optimizer = build_optimizer(model, t)
     scaler = policy.grad_scaler()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    module = strategy.wrap(ObjectiveModule(model, objective))
     tracker = BadImageTracker(cfg.data.max_bad_fraction, collectives=strategy.collectives, device=device)
     return Built(objective=objective, model=model, module=module, frozen_prints=model.frozen_fingerprint,
                  image_spec=image_spec, policy=policy, val_sets=val_sets,

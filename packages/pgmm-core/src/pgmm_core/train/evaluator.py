@@ -9,6 +9,7 @@ reproduces the trainer's metrics of its step.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,8 @@ class Evaluator:
     """Evaluates ``datasets`` and remembers the latest metrics (and their step) for checkpoints."""
 
     def __init__(self, config: Any, objective: Any, datasets: list[Any], *, device: Any, policy: Any,
-                 collectives: Any, is_main: bool) -> None:
+                 collectives: Any, is_main: bool,
+                 scope: Callable[[], AbstractContextManager[Any]] = nullcontext) -> None:
         self.config = config
         self.objective = objective
         self.datasets = datasets
@@ -39,6 +41,7 @@ class Evaluator:
         self.policy = policy
         self.collectives = collectives
         self.is_main = is_main
+        self.scope = scope  # entered around every evaluation (the strategy's: see Strategy.evaluation)
         self.last_metrics: dict[str, Any] = {}
         self.metrics_step = -1
 
@@ -72,7 +75,8 @@ class Evaluator:
         merged: dict[str, Any] = {}
         results = []
         for i, dataset in enumerate(self.datasets):
-            result = self._evaluate_dataset(model, dataset)
+            with self.scope():
+                result = self._evaluate_dataset(model, dataset)
             prefix = "" if i == 0 else f"{result.name}/"
             merged.update({f"{prefix}{k}": v for k, v in result.metrics.items() if k != "unavailable"})
             results.append(result)

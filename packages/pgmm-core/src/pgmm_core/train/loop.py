@@ -99,7 +99,8 @@ class Trainer:
         self.nonfinite = NonFiniteSteps(cfg.train.max_nonfinite_steps, strategy=strategy,
                                         scaled=built.scaler is not None)
         self.evaluator = Evaluator(cfg, built.objective, built.val_sets, device=device, policy=built.policy,
-                                   collectives=strategy.collectives, is_main=strategy.is_main)
+                                   collectives=strategy.collectives, is_main=strategy.is_main,
+                                   scope=strategy.evaluation)
         self.checkpoints = CheckpointManager(
             run_dir=self.run_dir, train=cfg.train, strategy=strategy, model=built.model, optimizer=built.optimizer,
             scaler=built.scaler, evaluator=self.evaluator, batch_size=cfg.data.batch_size, message=self._message,

@@ -3,7 +3,11 @@
 The strategy is set up as one process of a one-process launch (torchrun's variables in the
 environment, gloo underneath), then takes two accumulated micro-batches and one optimizer step on
 a small model. Its gradients, gradient norm and updated weights must equal those of the same step
-in plain PyTorch, and the state it hands over for checkpoints must load back.
+in plain PyTorch, and the state it hands over for checkpoints must load back into a fresh model
+wrapped by the same strategy.
+
+The model is wrapped before its optimizer is built, as the trainer does: a sharding strategy
+replaces the parameters it shards (with ``DTensor`` s, compared here as whole tensors).
 """
 
 from __future__ import annotations
@@ -20,6 +24,11 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _whole(tensor: Any) -> Any:
+    """A sharded tensor (``DTensor``) gathered whole; any other tensor as it is."""
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
 
 
 def _tiny_model() -> Any:
@@ -93,30 +102,31 @@ class StrategyContract(ComponentContract):
             assert isinstance(device, torch.device) and device.type == "cpu"
             assert strategy.data_shard() == (1, 0) and strategy.is_main
             model = _tiny_model()
+            module = strategy.wrap(model)
             trainable = [p for p in model.parameters() if p.requires_grad]
             optimizer = torch.optim.AdamW(trainable, lr=0.1)
-            module = strategy.wrap(model)
             for i, batch in enumerate(batches):
                 with strategy.accumulation(sync=i == len(batches) - 1):
                     strategy.backward(module(batch) / 2)
             norm = strategy.clip_gradients(optimizer, trainable, self.max_norm)
             assert norm == pytest.approx(expected_norm, rel=1e-6)
-            for got, want in zip([p.grad for p in model.head.parameters()], expected_grads):
+            for got, want in zip([_whole(p.grad) for p in model.head.parameters()], expected_grads):
                 torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
             strategy.optimizer_step(optimizer)
             assert all(p.grad is None for p in trainable), "optimizer_step clears the gradients"
             for got, want in zip(model.head.parameters(), reference.head.parameters()):
-                torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+                torch.testing.assert_close(_whole(got), want, rtol=1e-6, atol=1e-7)
 
             weights, state = strategy.model_state(model), strategy.optimizer_state(optimizer)
             assert set(weights) == {"head.weight", "head.bias"}
             assert all(w.device.type == "cpu" for w in weights.values())
             assert strategy.trainable_shapes(model) == {k: tuple(v.shape) for k, v in weights.items()}
             fresh = _tiny_model()
+            strategy.wrap(fresh)
             fresh_optimizer = torch.optim.AdamW([p for p in fresh.parameters() if p.requires_grad], lr=0.1)
             assert strategy.load_model_state(fresh, weights) == []
             strategy.load_optimizer_state(fresh_optimizer, state)
-            assert torch.equal(fresh.head.weight, model.head.weight)
+            assert torch.equal(_whole(fresh.head.weight), _whole(model.head.weight))
             assert fresh_optimizer.state_dict()["state"][0]["step"] == 1
             strategy.barrier()
         finally:
