@@ -128,3 +128,12 @@ def test_validate_takes_overrides_after_an_option(tmp_path):
     assert json.loads(result.stdout)["train"]["lr"] == 2e-4
     result = run_cli("-m", "pgmm_core", "validate", str(path), "--bogus")
     assert result.returncode == 2 and "unrecognized arguments: --bogus" in result.stderr
+
+
+def test_train_takes_overrides_before_and_after_options(tmp_path):
+    path = write_config(tmp_path / "ok.json", tiny_config(tmp_path))
+    result = run_cli("-m", "pgmm_core.train", "--config", str(path), "train.lr=0.0002", "--print-config",
+                     "train.max_steps=21")
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["train"]["lr"] == 0.0002 and printed["train"]["max_steps"] == 21

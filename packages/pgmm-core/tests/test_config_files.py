@@ -52,3 +52,23 @@ def test_llm_directory_and_its_files(tmp_path):
     problems = missing_paths(_config(tmp_path, model=model))
     assert problems == [f"model.llm.path: file not found: {release / 'tokenizer.model'} "
                         "(from the openPangu-Embedded-7B release)"]
+
+
+def test_training_checks_the_files_before_building_anything(tmp_path, monkeypatch):
+    """A typo in a data path is reported at once, by config path, not after the model is built."""
+    import pytest
+
+    import pgmm_core.model
+    from pgmm_core.errors import ConfigError
+    from pgmm_core.train import train
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was built before the missing file was reported")
+
+    monkeypatch.setattr(pgmm_core.model, "build_model", never)
+    data = tiny_config(tmp_path / "run")["data"]
+    data["train"] = [{"type": "jsonl_captions", "path": str(tmp_path / "nowhere.jsonl")}]
+    with pytest.raises(ConfigError) as error:
+        train(_config(tmp_path, data=data))
+    assert error.value.problems == [f"data.train.0.path: file not found: {tmp_path / 'nowhere.jsonl'}"]
+    assert not (tmp_path / "run").exists()

@@ -60,14 +60,25 @@ class Evaluator:
     # --- evaluating ---------------------------------------------------------------------------------
 
     def _evaluate_dataset(self, model: Any, dataset: Any) -> Any:
-        """One dataset's results and metrics (the objective's ``EvalOutput``), the same on every rank."""
+        """One dataset's results and metrics (the objective's ``EvalOutput``), the same on every rank.
+
+        The model is evaluated as it will be used: in eval mode (no dropout) and without autograd,
+        whatever the objective does itself, and left in the mode it was in."""
+        import torch
+
         from pgmm_core.objectives.base import EvalContext
 
         cfg = self.config
         context = EvalContext(device=self.device, policy=self.policy, collectives=self.collectives,
                               batch_size=cfg.data.eval_batch_size or cfg.data.batch_size,
                               num_workers=cfg.data.num_workers, eval=cfg.eval, progress=self.is_main)
-        return self.objective.evaluate(model, dataset, context)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                return self.objective.evaluate(model, dataset, context)
+        finally:
+            model.train(was_training)
 
     def run(self, model: Any, step: int, *, on_result: Callable[[int, Any], None] | None = None) -> Evaluation:
         """Evaluate every dataset (on every rank); ``on_result(index, result)`` follows each one.

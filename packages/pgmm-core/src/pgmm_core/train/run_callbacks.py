@@ -23,9 +23,16 @@ class RunCallbacks:
         self.registered: list[str] = []
 
     def register(self) -> None:
+        """Register every callback; one the host refuses (a misspelt hook name, a wrong signature)
+        stops the run with the host's reason instead of silently never being called."""
+        from pgmm_core.errors import PluginError
+
         for name, callback in self.callbacks.items():
-            self.host.register(callback, name=name)
+            info = self.host.register(callback, name=name)
             self.registered.append(name)
+            if info.status == "failed":
+                self.unregister()
+                raise PluginError(f"train.callbacks: {type(callback).__name__} ({name}) cannot be used: {info.error}")
 
     def unregister(self) -> None:
         while self.registered:
