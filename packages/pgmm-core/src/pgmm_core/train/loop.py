@@ -136,8 +136,8 @@ class Trainer:
             total_steps=built.total_steps, view=view, memory_stats=strategy.device_backend.memory_stats,
             nonfinite=self.nonfinite, before_step=self._before_optimizer_step)
         self.interrupt = InterruptFlag(enabled=strategy.world_size == 1, announce=self._message)
-        self.callbacks.register()
         try:
+            self.callbacks.register()
             self.host.call_event("pgmm_on_train_start", run=view)
             with self._explain_stops():
                 with self.interrupt.armed():
