@@ -43,6 +43,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "val", data_file: str | No
     """
     from pgmm_core.devices.select import select_device_backend
     from pgmm_core.metrics import format_table
+    from pgmm_core.objectives.caption import CaptionObjective
     from pgmm_core.preprocessing import run_image_spec
     from pgmm_core.runs import load_run
     from pgmm_core.train.evaluator import Evaluator, build_datasets
@@ -85,7 +86,8 @@ def evaluate_run(run_dir: str | Path, *, split: str = "val", data_file: str | No
             if not main:
                 return
             layout.write_text(layout.evaluation_results(out, index), json.dumps(result.results, ensure_ascii=False))
-            logger.info(f"{result.name} ({len(result.results)} images, checkpoint {run.checkpoint.name}):")
+            counted = "images" if isinstance(objective, CaptionObjective) else "items"  # one caption per image
+            logger.info(f"{result.name} ({len(result.results)} {counted}, checkpoint {run.checkpoint.name}):")
             logger.info(format_table(result.metrics))
             if result.bad_images:
                 logger.info(f"  {result.bad_images} unreadable image(s) skipped")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import numbers
 import os
 import re
 import shutil
@@ -187,7 +188,17 @@ def stop_meteor(meteor: Any) -> None:
 
 
 def format_table(metrics: dict[str, Any]) -> str:
-    names = [m for m in METRIC_ORDER if m in metrics]
-    header = " | ".join(f"{n:>8}" for n in names)
-    values = " | ".join(f"{metrics[n] * 100:8.2f}" for n in names)
-    return f"{header}\n{values}"
+    """Two lines, names over values: the caption metrics first, in :data:`METRIC_ORDER` and as
+    percentages (as the COCO papers print them), then every other numeric metric sorted by name, as
+    it is (an objective's own metrics: ``mse``, ``accuracy``). Entries that are not numbers (the
+    ``unavailable`` reasons) are left out; the callers report them."""
+    caption = [m for m in METRIC_ORDER if m in metrics]
+    others = sorted(n for n, v in metrics.items() if n not in METRIC_ORDER and _is_number(v))
+    headers = [f"{n:>8}" for n in caption] + [f"{n:>{max(8, len(n))}}" for n in others]
+    values = [f"{metrics[n] * 100:8.2f}" for n in caption] + [
+        f"{metrics[n]:>{max(8, len(n))}.4g}" for n in others]
+    return " | ".join(headers) + "\n" + " | ".join(values)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)

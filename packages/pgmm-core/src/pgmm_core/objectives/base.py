@@ -29,7 +29,10 @@ class LossOutput:
     trainer back-propagates, divided by the accumulation steps under the default ``mean``
     normalisation — LAVIS's). ``num_targets`` counts the targets the mean ran over (caption tokens,
     pairs, answers), for token-weighted normalisation. ``parts`` are named components of the loss
-    (``{"itc": 1.2, "itm": 0.6}``), logged beside the total; an objective with one loss leaves it empty.
+    (``{"itc": 1.2, "itm": 0.6}``), detached numbers (a tensor is read with ``float``), logged beside
+    the total as ``loss/<name>`` (``loss/itc``) in ``log.jsonl``, TensorBoard and the
+    ``pgmm_on_step_end`` metrics: the mean over the micro-batches, steps and ranks that reported the
+    part (one may be missing from some batches). An objective with one loss leaves it empty.
     """
 
     loss: torch.Tensor

@@ -21,6 +21,11 @@ its gradients are cleared and the optimizer does not step, but the step still co
 learning-rate schedule and the data position go on, as they do when the fp16 grad scaler skips a
 step. Before every optimizer step that is taken, ``before_step(step)`` is called with the
 gradients in place (unscaled, clipped): the trainer's ``pgmm_on_before_optimizer_step`` event.
+
+The loss parts an objective reports (``LossOutput.parts``) are logged beside the loss as
+``loss/<name>``: each is the mean over the step's micro-batches that reported it, then the mean over
+the logging window's steps that had it (skipped steps left out, like the loss), then the mean over
+the ranks that had it. A part missing from a micro-batch, step or rank is not averaged in.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import Any
 
 import torch
 
+from pgmm_core.errors import PgmmError
 from pgmm_core.train.nonfinite import NonFiniteSteps
 from pgmm_core.train.schedule import learning_rate
 
@@ -66,13 +72,41 @@ class EpochEnd:
 
 
 @dataclass
+class _Means:
+    """Running means by name; a name missing from an :meth:`add` is not averaged in for it."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, values: dict[str, float]) -> None:
+        for name, value in values.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        return {name: total / self.counts[name] for name, total in self.sums.items()}
+
+
+@dataclass
 class _Window:
     """What the next logged record averages over."""
 
     loss: float = 0.0
     steps: int = 0
     samples: int = 0
+    parts: _Means = field(default_factory=_Means)  # the loss parts of the steps taken
     started: float = field(default_factory=time.perf_counter)
+
+
+def _part_values(parts: dict[str, Any]) -> dict[str, float]:
+    """An objective's loss parts as plain floats (a tensor part is detached and read)."""
+    values: dict[str, float] = {}
+    for name, value in parts.items():
+        try:
+            values[str(name)] = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise PgmmError(f"the objective's loss part '{name}' is not a number ({value!r}): {exc}") from None
+    return values
 
 
 class StepLoop:
@@ -107,13 +141,13 @@ class StepLoop:
 
     # --- the objective ------------------------------------------------------------------------------
 
-    def _loss(self, batch: Any) -> tuple[torch.Tensor, int]:
-        """One micro-batch's mean loss and its number of target tokens."""
+    def _loss(self, batch: Any) -> tuple[torch.Tensor, int, dict[str, float]]:
+        """One micro-batch's mean loss, its number of target tokens and its loss parts."""
         if len(batch) == 0:  # every image of this batch was unreadable: zero gradients, still in sync
-            return self.strategy.zero_loss(self.trainable), 0
+            return self.strategy.zero_loss(self.trainable), 0, {}
         with self.policy.autocast():
             output = self.module(batch)  # the objective's loss, inside the strategy's wrapper
-        return output.loss, int(output.num_targets)
+        return output.loss, int(output.num_targets), _part_values(output.parts or {})
 
     # --- the loop -----------------------------------------------------------------------------------
 
@@ -132,7 +166,7 @@ class StepLoop:
             self.sampler.set_epoch(epoch, start=first_micro * self.batch_size)
             self.view.epoch = epoch
             micro = first_micro
-            step_loss, step_targets = 0.0, 0
+            step_loss, step_targets, step_parts = 0.0, 0, _Means()
             for batch in self.loader:
                 if micro >= micro_limit:
                     break
@@ -141,11 +175,12 @@ class StepLoop:
                     self._set_learning_rate(epoch, micro // accum)
                 last_micro = (micro + 1) % accum == 0
                 with self.strategy.accumulation(sync=last_micro):
-                    loss, targets = self._loss(batch)
+                    loss, targets, parts = self._loss(batch)
                     loss = loss * targets if self.token_normalised else loss / accum
                     self.strategy.backward(loss, self.scaler)
                 step_loss += float(loss.detach())
                 step_targets += targets
+                step_parts.add(parts)
                 window.samples += len(batch)
                 micro += 1
                 if not last_micro:
@@ -164,8 +199,9 @@ class StepLoop:
                     self.losses.append(step_loss)
                     window.loss += step_loss
                     window.steps += 1
+                    window.parts.add(step_parts.means())
                 self.view.step += 1
-                step_loss, step_targets = 0.0, 0
+                step_loss, step_targets, step_parts = 0.0, 0, _Means()
                 if micro == micro_limit:
                     self.tracker.add_unread(unread)
                 record: dict[str, Any] = {}
@@ -206,13 +242,26 @@ class StepLoop:
         collectives = self.strategy.collectives
         seconds = time.perf_counter() - window.started
         loss = window.loss / window.steps if window.steps else math.nan  # every step of the window skipped
-        reduced = collectives.reduce_scalars({"loss": loss, "grad_norm": grad_norm},
-                                             op="avg", device=self.device)
-        total_samples = collectives.reduce_scalars({"samples": float(window.samples)}, op="sum",
-                                                   device=self.device)["samples"]
+        parts = window.parts.means()
+        names = self._part_names(parts)
+        # a rank without a part sends 0 for it; the ranks that had it are counted beside the samples
+        reduced = collectives.reduce_scalars(
+            {"loss": loss, "grad_norm": grad_norm, **{f"loss/{n}": parts.get(n, 0.0) for n in names}},
+            op="avg", device=self.device)
+        summed = collectives.reduce_scalars(
+            {"samples": float(window.samples), **{f"ranks/{n}": float(n in parts) for n in names}},
+            op="sum", device=self.device)
+        total_samples = summed["samples"]
+        world = self.strategy.world_size
+        loss_parts = {}
+        for n in names:
+            having = summed[f"ranks/{n}"]
+            value = reduced[f"loss/{n}"]
+            loss_parts[f"loss/{n}"] = value if having == world else value * world / having
         record = {
             "epoch": epoch,
             "loss": reduced["loss"],
+            **loss_parts,
             "lr": self.optimizer.param_groups[0]["lr"],
             "grad_norm": reduced["grad_norm"],
             "samples_per_s": total_samples / max(seconds, 1e-9),
@@ -223,3 +272,10 @@ class StepLoop:
         if self.scaler is not None:
             record["loss_scale"] = float(self.scaler.get_scale())
         return record
+
+    def _part_names(self, parts: dict[str, float]) -> list[str]:
+        """The loss parts any rank has in this window, the same sorted list on every rank (their
+        values then cross in the loss's collective; a single process exchanges nothing)."""
+        if self.strategy.world_size == 1:
+            return sorted(parts)
+        return sorted(set().union(*self.strategy.collectives.all_gather_object(sorted(parts))))
