@@ -122,3 +122,38 @@ def test_a_plugin_objective_trains_the_image_side_alone(tmp_path):
 
     weights = load_file(str(out / "checkpoints" / "step-000006" / "model.safetensors"))
     assert {key.split(".")[0] for key in weights} == {"ln_vision", "connector"}  # no projector, frozen tower
+
+
+def _toy_objective_run(tmp_path, **train):
+    site = install_fake_distribution(tmp_path / "site", "pgmm-toy-objective", "0.1.0",
+                                     {"pgmm_toy_objective": PLUGIN, "pgmm_toy_objective_impl": IMPL},
+                                     {"toy_objective": "pgmm_toy_objective"})
+    out = tmp_path / "run"
+    config = tiny_config(out, train={"max_steps": 6, "eval_every": 2, "save_every": 2, "keep_last": 10,
+                                     "lr": 0.01, "warmup_steps": 0, "min_lr": 0.01, **train})
+    config["objective"] = {"type": "query_regression", "target": 0.5}
+    result = run_train(config, tmp_path, env={"PYTHONPATH": os.pathsep.join(
+        [str(site), os.environ.get("PYTHONPATH", "")])})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out, result
+
+
+def test_best_mode_min_picks_the_lowest_error(tmp_path):
+    out, _ = _toy_objective_run(tmp_path, best_metric="mse", best_mode="min")
+    history = json.loads((out / "metrics.json").read_text())
+    lowest = min(history, key=lambda h: h["mse"])
+    highest = max(history, key=lambda h: h["mse"])
+    assert lowest["step"] != highest["step"]
+    best = json.loads((out / "checkpoints" / "best.json").read_text())
+    assert best == {"step": lowest["step"], "metric": "mse", "value": lowest["mse"]}
+
+
+def test_a_best_metric_the_evaluation_does_not_report_is_warned_once(tmp_path):
+    out, result = _toy_objective_run(tmp_path)  # the default CIDEr+Bleu_4; the objective reports mse
+    warnings = [line for line in (result.stdout + result.stderr).splitlines()
+                if "train.best_metric=CIDEr+Bleu_4" in line]
+    assert len(warnings) == 1, result.stdout[-3000:]
+    assert "CIDEr, Bleu_4" in warnings[0] and "mse, neg_mse" in warnings[0]
+    assert "no best checkpoint is tracked" in warnings[0]
+    assert not (out / "checkpoints" / "best.json").exists()
+    assert len(json.loads((out / "metrics.json").read_text())) == 3

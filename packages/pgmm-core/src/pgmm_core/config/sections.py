@@ -119,5 +119,15 @@ class TrainSection(StrictModel):
     eval_every: int | None = Field(None, ge=1, description="Evaluate every N steps (default: each epoch).")
     save_every: int | None = Field(None, ge=1, description="Checkpoint every N steps (default: each epoch).")
     keep_last: int = Field(2, ge=1)
-    best_metric: str = Field("CIDEr+Bleu_4", description="Sum of metric names that picks the best checkpoint.")
+    best_metric: str = Field(
+        "CIDEr+Bleu_4",
+        description="Sum of metric names (from the objective's evaluation) that picks the best checkpoint; "
+        "when an evaluation lacks a metric it names, a warning names the metrics reported and no best "
+        "checkpoint is tracked.",
+    )
+    best_mode: Literal["max", "min"] = Field(
+        "max",
+        description="max: the highest best_metric is best (scores such as CIDEr); min: the lowest is "
+        "(errors and losses such as mse).",
+    )
     tensorboard: bool = True

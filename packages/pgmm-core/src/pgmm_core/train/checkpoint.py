@@ -96,6 +96,16 @@ def save_checkpoint(root: Path, step: int, weights: dict[str, torch.Tensor], sta
     return final
 
 
+def update_meta(path: Path, **fields: Any) -> None:
+    """Replace some of a saved checkpoint's ``meta.json`` fields (e.g. the metrics of an evaluation
+    done after it was written). The weights and trainer state are untouched, so their recorded sizes
+    and hashes stay valid; the file is replaced atomically, never left half-written."""
+    meta_path = path / META
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta.update(fields)
+    atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
 def verify_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint's metadata, after checking every file is complete; else :class:`CheckpointError`."""
     meta_path = path / META

@@ -34,7 +34,7 @@ import torch
 from safetensors import SafetensorError
 
 from pgmm_core.errors import CheckpointError, CheckpointWriteError, TrainingDivergedError
-from pgmm_core.metrics_expr import evaluate_metric_expression
+from pgmm_core.metrics_expr import evaluate_metric_expression, is_better, metric_names
 from pgmm_core.train import checkpoint as ckpt
 from pgmm_core.train import rng
 from pgmm_core.train.steps import Position
@@ -66,6 +66,7 @@ class CheckpointManager:
         self.best: dict[str, Any] | None = None
         self.saved_step = -1
         self.last_saved: Path | None = None
+        self.warned_metric_missing = False
 
     # --- saving -----------------------------------------------------------------------------------
 
@@ -169,16 +170,46 @@ class CheckpointManager:
     def _update_best(self, step: int) -> bool:
         """Take the metrics of ``step`` (if they are the latest) into account for the best checkpoint."""
         metrics = self.evaluator.metrics_at(step)
-        value = evaluate_metric_expression(self.train.best_metric, metrics) if metrics else None
-        if value is not None and (self.best is None or value > self.best["value"]):
+        if not metrics:
+            return False
+        value = evaluate_metric_expression(self.train.best_metric, metrics)
+        if value is None:
+            self._warn_metric_missing(metrics)
+            return False
+        if is_better(value, self.best["value"] if self.best is not None else None, self.train.best_mode):
             self.best = {"step": step, "metric": self.train.best_metric, "value": value}
             return True
         return False
 
+    def _warn_metric_missing(self, metrics: dict[str, Any]) -> None:
+        """Once per run: an objective that reports e.g. only ``mse`` would otherwise track no best
+        checkpoint without a word."""
+        if self.warned_metric_missing:
+            return
+        self.warned_metric_missing = True
+        if not self.strategy.is_main:
+            return
+        missing = [name for name in metric_names(self.train.best_metric) if name not in metrics]
+        reported = sorted(name for name, value in metrics.items() if isinstance(value, (int, float)))
+        logger.warning("train.best_metric=%s: the evaluation reported no %s (its metrics: %s); no best "
+                       "checkpoint is tracked. Set train.best_metric to one of them (and train.best_mode "
+                       "to min for an error or a loss).", self.train.best_metric, ", ".join(missing),
+                       ", ".join(reported) or "none")
+
     def record_best(self, step: int) -> None:
-        """After an evaluation of an already saved step: update ``best.json`` if it is the best."""
-        if self._update_best(step) and self.strategy.is_main:
+        """After an evaluation of an already saved step: update ``best.json`` if it is the best, and
+        record the metrics in that checkpoint's ``meta.json`` so resuming from it (a finished run
+        continued with ``--resume auto``) does not evaluate the step again."""
+        improved = self._update_best(step)
+        if not self.strategy.is_main:
+            return
+        if improved:
             self.run_dir.write_best(self.best)
+        if self.saved_step == step and self.evaluator.has_evaluated(step):
+            saved = self.run_dir.checkpoint(step)
+            if saved.is_dir():
+                ckpt.update_meta(saved, metrics=self.evaluator.metrics_at(step), metrics_step=step,
+                                 best=self.best)
 
     # --- resuming ---------------------------------------------------------------------------------
 

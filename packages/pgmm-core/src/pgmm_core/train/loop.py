@@ -275,7 +275,6 @@ class Trainer:
                 raise
             raise TrainingInterrupted(step, self.run_dir.checkpoint(step)) from None
         rng.restore(state, backend)
-        self.checkpoints.record_best(step)
 
     # --- evaluation -------------------------------------------------------------------------------
 
@@ -297,6 +296,8 @@ class Trainer:
         if main:
             self.run_dir.record_metrics(step, epoch, metrics)
             self.logger.scalars("eval", step, metrics)
+        if self.checkpoints.saved_step == step:  # saved before this evaluation (epoch or run end, resumed)
+            self.checkpoints.record_best(step)
         self.host.call_event("pgmm_on_eval_end", run=self.view, step=step, metrics=metrics)
 
     # --- messages ---------------------------------------------------------------------------------
