@@ -168,12 +168,17 @@ def test_report_page_renders_gallery_and_plots(trained_run, tmp_path):
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    # Chromium writes dconf and crash-report settings under $HOME whatever --user-data-dir says: its own home
+    home = tmp_path / "chromium-home"
+    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+           "XDG_CACHE_HOME": str(home / ".cache")}
+    dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120,
+                         env=env)
     assert dom.stdout.count('<figure class="sample">') == 6
     assert dom.stdout.count('<figure class="plot">') == 3
     shot = tmp_path / "shot.png"
     subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1280,1800", page.as_uri()],
-                   capture_output=True, timeout=120)
+                   capture_output=True, timeout=120, env=env)
     pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.int32)
     assert pixels.std() > 20  # text, plots and pictures, not a blank page
     saturated = (pixels.max(axis=-1) - pixels.min(axis=-1)) > 60
