@@ -32,6 +32,7 @@ class DdpStrategy(Strategy):
         return self.device
 
     def teardown(self) -> None:
+        self.trained_module = self.wrapped = None  # DDP's reducer holds the process group
         destroy_process_group()
 
     def wrap(self, module: Any) -> Any:

@@ -53,6 +53,7 @@ class Fsdp2Strategy(Strategy):
     def __init__(self, config: Any, *, device_backend: Any, env: Any = None) -> None:
         super().__init__(config, device_backend=device_backend, env=env)
         self.parts: list[Part] = []
+        self.meshes: list[Any] = []  # released in teardown (see destroy_process_group)
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -77,7 +78,9 @@ class Fsdp2Strategy(Strategy):
         return self.device
 
     def teardown(self) -> None:
-        destroy_process_group()
+        self.trained_module, self.parts = None, []
+        meshes, self.meshes = self.meshes, []
+        destroy_process_group(meshes)
 
     # --- sharding ------------------------------------------------------------------------------------
 
@@ -97,6 +100,7 @@ class Fsdp2Strategy(Strategy):
         mesh = init_device_mesh(device_type, (self.world_size,))
         replicate_mesh = (init_device_mesh(device_type, (self.world_size, 1), mesh_dim_names=("replicate", "shard"))
                           if self.config.trainable == "replicate" else None)
+        self.meshes = [m for m in (mesh, replicate_mesh) if m is not None]
         reshard = self.config.reshard_after_forward
 
         def shard(unit: Any, dtype: torch.dtype, unit_mesh: Any = mesh) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -60,8 +61,27 @@ def init_process_group(env: DistEnv, backend: str, device: Any = None, *, timeou
     dist.init_process_group(backend=backend, rank=env.rank, world_size=env.world_size, timeout=timeout, **kwargs)
 
 
-def destroy_process_group() -> None:
+def destroy_process_group(meshes: Iterable[Any] = ()) -> None:
+    """Leave the job and free its process groups now, not at interpreter exit.
+
+    ``torch.distributed.destroy_process_group`` only unregisters the groups: a group stays alive,
+    with its gloo worker threads, while anything still references it. A device mesh does (its group
+    registry), and DTensor's global caches keep every mesh they have seen, so without help the groups
+    live until the interpreter shuts down — where a worker thread still releasing a finished
+    collective's tensors cannot take the GIL and the process aborts ("terminate called without an
+    active exception") after a run that succeeded. So: collect what the run left unreferenced,
+    unregister the groups, then empty the registries of ``meshes`` so the last references go here,
+    while the interpreter is whole and the workers can finish (each group's destructor joins them).
+    """
+    import gc
+
     import torch.distributed as dist
 
+    gc.collect()  # reference cycles (modules, optimizer state) that still hold groups
     if dist.is_initialized():
         dist.destroy_process_group()
+    for mesh in meshes:
+        registry = getattr(mesh, "_pg_registry", None)  # torch's DeviceMesh: name -> ProcessGroup
+        if isinstance(registry, dict):
+            registry.clear()
+    gc.collect()

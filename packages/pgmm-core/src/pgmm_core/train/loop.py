@@ -89,6 +89,9 @@ class Trainer:
             device = self.strategy.setup()
             return self._run(device)
         finally:
+            # the model, optimizer and loaders hold the process groups: let them go first, so that
+            # teardown frees the groups while the interpreter is whole
+            self.built = self.loop = self.evaluator = self.checkpoints = self.view = None
             self.strategy.teardown()
 
     def _wire(self, device: Any) -> Position:

@@ -12,7 +12,9 @@ replaces the parameters it shards (with ``DTensor`` s, compared here as whole te
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -29,6 +31,18 @@ def _free_port() -> int:
 def _whole(tensor: Any) -> Any:
     """A sharded tensor (``DTensor``) gathered whole; any other tensor as it is."""
     return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+
+
+def _collective_worker_threads() -> int:
+    """How many gloo worker threads this process runs (Linux: named in ``/proc/self/task``)."""
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        pytest.skip("counting a process's native threads needs /proc (Linux)")
+    names = []
+    for task in tasks.iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended while listing
+            names.append((task / "comm").read_text().strip())
+    return sum(name.startswith("pt_gloo") for name in names)
 
 
 def _tiny_model() -> Any:
@@ -131,3 +145,30 @@ class StrategyContract(ComponentContract):
             strategy.barrier()
         finally:
             strategy.teardown()
+
+    def test_teardown_frees_the_process_group(self, host: Any, component_config: Any,
+                                              one_process_launch: None) -> None:
+        """Once the trainer has let go of the model, teardown frees every process group the strategy
+        joined or made, with its worker threads. A group left alive until interpreter exit can abort
+        a finished run there (a worker releasing a collective's tensors cannot take the GIL)."""
+        import torch
+
+        before = _collective_worker_threads()
+        strategy = self.build(host, component_config)
+        strategy.setup()
+        try:
+            model = _tiny_model()
+            module = strategy.wrap(model)
+            trainable = [p for p in model.parameters() if p.requires_grad]
+            optimizer = torch.optim.AdamW(trainable, lr=0.1)
+            with strategy.accumulation(sync=True):
+                strategy.backward(module(torch.ones(2, 4)))
+            strategy.clip_gradients(optimizer, trainable, self.max_norm)
+            strategy.optimizer_step(optimizer)
+            strategy.barrier()
+        finally:
+            model = module = trainable = optimizer = None
+            strategy.teardown()
+        assert _collective_worker_threads() == before, (
+            "process-group worker threads still run after teardown: something the strategy keeps "
+            "(a wrapper, a device mesh) still references a group")
