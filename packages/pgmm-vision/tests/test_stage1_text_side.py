@@ -160,3 +160,31 @@ def test_gradients_of_each_pass_reach_what_lavis_trains(connector, vision):
         assert param.grad is not None and param.grad.abs().sum() > 0
     assert connector.itm_head.weight.grad is None and connector.text_proj.weight.grad is None
     connector.zero_grad()
+
+
+def test_itg_mask_by_hand():
+    from pgmm_vision.stage1.masks import itg_attention_mask
+
+    allowed = itg_attention_mask(torch.tensor([[1, 1, 0]]), 2, torch.float32)  # 2 queries, 3 tokens (1 pad)
+    expected = [[1, 1, 0, 0, 0],   # query 0: the queries only
+                [1, 1, 0, 0, 0],
+                [1, 1, 1, 0, 0],   # token 0: queries + itself
+                [1, 1, 1, 1, 0],   # token 1: queries + tokens 0, 1
+                [1, 1, 1, 1, 0]]   # the pad: never a key
+    assert allowed.shape == (1, 1, 5, 5) and allowed.dtype == torch.bool
+    assert allowed[0, 0].int().tolist() == expected
+    bias = itg_attention_mask(torch.tensor([[1, 1, 0]]), 2, torch.float32, "eager")
+    assert torch.equal(bias[0, 0] == 0, torch.tensor(expected, dtype=torch.bool))
+    assert bias.min() == torch.finfo(torch.float32).min
+
+
+def test_itg_loss_is_the_same_with_eager_attention(connector, vision):
+    batch = connector.tokenize(CAPTIONS)
+    sdpa = connector.itg_loss(vision, batch.input_ids, batch.attention_mask)
+    connector.qformer.set_attn_implementation("eager")
+    try:
+        assert connector.qformer.config._attn_implementation == "eager"
+        eager = connector.itg_loss(vision, batch.input_ids, batch.attention_mask)
+    finally:
+        connector.qformer.set_attn_implementation("sdpa")
+    assert abs(eager.item() - sdpa.item()) < 1e-5

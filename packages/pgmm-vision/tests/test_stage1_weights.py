@@ -111,6 +111,30 @@ def test_text_side_without_a_tokenizer_is_refused_when_validated(tmp_path):
     assert not [need for need in QFormerConfig(bert_init=str(bert)).required_paths() if need.path.name == "vocab.txt"]
 
 
+def test_validate_names_the_field_and_every_missing_file(tmp_path):
+    from pgmm_core.config.files import missing_paths
+    from pgmm_core.config.loading import validate_config
+    from pgmm_core.errors import ConfigError
+    from pgmm_core.plugins import PluginHost
+    from pgmm_core.testing import tiny_config
+
+    config = tiny_config(tmp_path / "run")
+    connector = {"type": "qformer", "num_query_tokens": 4, "hidden_size": 32, "num_layers": 2, "num_heads": 2,
+                 "intermediate_size": 64, "text_side": True}
+    config["model"]["connector"] = connector
+    with pytest.raises(ConfigError, match=r"model\.connector.*download bert-base-uncased"):
+        validate_config(config, PluginHost(environ={}))
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    config["model"]["connector"] = {**connector, "bert_init": str(bert)}
+    problems = missing_paths(validate_config(config, PluginHost(environ={})))
+    assert problems == [
+        f"model.connector.bert_init: file not found: {bert / 'model.safetensors'} (BERT's weights "
+        "(https://huggingface.co/google-bert/bert-base-uncased))",
+        f"model.connector.bert_init: file not found: {bert / 'vocab.txt'} (BERT's tokenizer "
+        "(https://huggingface.co/google-bert/bert-base-uncased))"]
+
+
 def test_missing_vocab_is_one_clear_error_at_build(build, text_side_config, tmp_path):
     with pytest.raises(CheckpointError, match=r"has no vocab\.txt.*google-bert/bert-base-uncased.*bert_init"):
         build("connector", text_side_config(bert_init=str(tmp_path)), encoder_width=64)
