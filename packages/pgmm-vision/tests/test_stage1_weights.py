@@ -93,6 +93,18 @@ def test_bert_init_seeds_the_text_side(build, text_side_config, small_bert_dir, 
     assert connector.temp.item() == pytest.approx(0.07)
 
 
+def test_bert_without_its_lm_head_is_refused_for_the_text_side(build, text_side_config, small_bert_dir, tmp_path):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    bert = {k: v for k, v in load_file(str(small_bert_dir / "model.safetensors")).items() if k.startswith("bert.")}
+    save_file(bert, str(tmp_path / "model.safetensors"))
+    shutil.copy(small_bert_dir / "vocab.txt", tmp_path / "vocab.txt")
+    with pytest.raises(CheckpointError, match=r"holds no BERT LM head \(cls\.predictions\.\*\)"):
+        build("connector", text_side_config(bert_init=str(tmp_path)), encoder_width=64)
+
+
 def test_text_side_without_a_tokenizer_is_refused_when_validated(tmp_path):
     fields = {"text_side": True}
     for extra in ({}, {"checkpoint": str(tmp_path / "blip2_pretrained.pth")}):

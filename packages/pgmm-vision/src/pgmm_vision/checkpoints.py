@@ -339,7 +339,7 @@ def bert_to_qformer(state: dict[str, torch.Tensor], *, text_side: bool = False,
     layer; the query FFN starts as a copy of the text FFN (``Blip2Qformer.__init__``). With
     ``text_side``, the text FFN, the word/position embeddings and the LM head too. Old BERT files
     spell LayerNorm parameters ``gamma``/``beta``."""
-    from pgmm_vision.stage1.weights import bert_text_side_key
+    from pgmm_vision.stage1.weights import bert_text_side_key  # (a small module; torch is loaded already)
 
     tensors: dict[str, torch.Tensor] = {}
     origin: dict[str, str] = {}
@@ -352,12 +352,12 @@ def bert_to_qformer(state: dict[str, torch.Tensor], *, text_side: bool = False,
         elif (match := re.match(r"^encoder\.layer\.(\d+)\.(.*)$", key)):
             layer, rest = match.groups()
             rest = rest.replace("attention.self.", "attention.attention.")
-            if rest.startswith(("intermediate.", "output.")):
+            if rest.startswith(("intermediate.", "output.")):  # BERT's FFN: the query FFN's start
                 head, tail = rest.split(".", 1)
                 targets.append(f"qformer.encoder.layer.{layer}.{head}_query.{tail}")
-                if not text_side:
-                    rest = None
-            if rest is not None:
+                if text_side:  # and the text FFN's
+                    targets.append(f"qformer.encoder.layer.{layer}.{rest}")
+            else:
                 targets.append(f"qformer.encoder.layer.{layer}.{rest}")
         elif text_side and (target := bert_text_side_key(key)) is not None:
             targets.append(target)

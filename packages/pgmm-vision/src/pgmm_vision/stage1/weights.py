@@ -37,8 +37,8 @@ def prepare_checkpoint(tensors: dict[str, torch.Tensor], origin: dict[str, str],
         a, b = tensors.get(first), tensors.get(second)
         if a is not None and b is not None:
             if a.shape != b.shape or not torch.equal(a, b):
-                raise CheckpointError(f"{source}: '{origin[first]}' and '{origin[second]}' differ, but they are one "
-                                      "tensor in LAVIS' Q-Former (tied) and in pgmm's")
+                raise CheckpointError(f"{source}: '{origin.get(first, first)}' and '{origin.get(second, second)}' "
+                                      "differ, but they are one tensor in LAVIS' Q-Former (tied) and in pgmm's")
         elif a is not None:
             tensors[second], origin[second] = a, origin.get(first, first)
         elif b is not None:
@@ -73,6 +73,10 @@ def fit_vocabulary(connector: nn.Module, tensors: dict[str, torch.Tensor], direc
     if words not in tensors:
         raise CheckpointError(f"{directory} holds no BERT word embeddings (bert.embeddings.word_embeddings.weight), "
                               "which the Q-Former's text side starts from")
+    if not any(k.startswith("cls.predictions.transform.") for k in tensors):
+        raise CheckpointError(f"{directory} holds no BERT LM head (cls.predictions.*), which the Q-Former's LM head "
+                              "starts from: use bert-base-uncased's own weights (BertForMaskedLM/BertForPreTraining "
+                              "layout, as released), not a BertModel without heads")
     added = own[words].shape[0] - tensors[words].shape[0]
     for key in (words, "cls.predictions.bias"):
         if key in tensors:
