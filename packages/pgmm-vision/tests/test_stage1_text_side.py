@@ -188,3 +188,37 @@ def test_itg_loss_is_the_same_with_eager_attention(connector, vision):
     finally:
         connector.qformer.set_attn_implementation("sdpa")
     assert abs(eager.item() - sdpa.item()) < 1e-5
+
+
+def test_image_side_model_with_a_text_side_trains_and_saves(bert_writer, tmp_path):
+    """build_model(parts={vision, connector}) as the stage-1 objective asks: the connector's passes
+    run on encode_image's vision_embeds and the trainable weights save as one safetensors file (one
+    name per tied tensor) that the same config loads back."""
+    from safetensors.torch import save_file
+
+    from pgmm_core.config.loading import validate_config
+    from pgmm_core.model import build_model
+    from pgmm_core.plugins import PluginHost
+    from pgmm_core.testing import tiny_config
+
+    bert = bert_writer(tmp_path / "bert", hidden=32, layers=2, heads=2, ffn=64, vocab_size=99, max_positions=16)
+    config = tiny_config(tmp_path / "run")
+    config["model"]["connector"].update(text_side=True, bert_init=str(bert), max_text_len=8, max_position_embeddings=16,
+                                        embed_dim=8)
+    validated = validate_config(config, PluginHost(environ={}))
+    model = build_model(validated, parts={"vision", "connector"})
+    assert model.llm is None and model.projector is None
+    pixels = torch.randn(2, 3, 32, 32)
+    vision_embeds = model.encode_image(pixels).vision_embeds
+    batch = model.connector.tokenize(["a dog on the grass", "two cats"])
+    loss = model.connector.itg_loss(vision_embeds, batch.input_ids, batch.attention_mask)
+    loss.backward()
+    assert model.ln_vision.weight.grad is not None  # ITG trains ln_vision through the queries, as in LAVIS
+    weights = model.trainable_state_dict()
+    assert "connector.temp" in weights and "connector.embeddings.word_embeddings.weight" in weights
+    assert "connector.cls.predictions.decoder.weight" not in weights  # the tied alias is not repeated
+    save_file({k: v.detach().contiguous() for k, v in weights.items()}, str(tmp_path / "model.safetensors"))
+    config["model"]["connector"]["checkpoint"] = str(tmp_path / "model.safetensors")
+    again = build_model(validate_config(config, PluginHost(environ={})), parts={"vision", "connector"})
+    for key, value in weights.items():
+        assert torch.equal(again.state_dict()[key], value), key
