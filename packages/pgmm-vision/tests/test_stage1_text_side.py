@@ -82,38 +82,74 @@ def test_itm_logits_see_both_image_and_text(connector, vision):
     assert torch.allclose(logits, per_query.mean(dim=1), atol=1e-6)
 
 
-def _itg_hidden(connector, vision, batch):
-    captured = {}
-    hook = connector.qformer.register_forward_hook(lambda m, a, k, out: captured.update(out=out.last_hidden_state),
-                                                   with_kwargs=True)
-    try:
-        logits = connector.itg_logits(vision, _decoder_ids(connector, batch), batch.attention_mask)
-    finally:
-        hook.remove()
-    return captured["out"], logits
-
-
 def _decoder_ids(connector, batch):
     ids = batch.input_ids.clone()
     ids[:, 0] = connector.tokenizer.convert_tokens_to_ids("[DEC]")
     return ids
 
 
-def test_itg_queries_see_only_queries_and_text_sees_only_its_past(connector, vision):
+def _joint_pass(connector, vision, decoder_ids, mask):
+    """Reference: queries and text in one pass of transformers' Q-Former with the UniLM mask (queries
+    see queries, text sees queries and its past): (query hidden states, text LM logits)."""
+    from pgmm_vision.stage1.masks import itg_attention_mask
+
+    queries = connector.query_tokens.expand(vision.shape[0], -1, -1)
+    embeds = connector.embeddings(input_ids=decoder_ids, query_embeds=queries)
+    joint = itg_attention_mask(mask, 8, torch.float32, connector.qformer.config._attn_implementation)
+    out = connector.qformer(query_embeds=embeds, query_length=8, attention_mask=joint, encoder_hidden_states=vision,
+                            encoder_attention_mask=torch.ones(vision.shape[:2], dtype=torch.long)).last_hidden_state
+    return out[:, :8], connector.cls(out[:, 8:])
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_itg_reuses_the_query_pass_and_equals_one_joint_pass(connector, vision, implementation):
     batch = connector.tokenize(CAPTIONS)
-    hidden, logits = _itg_hidden(connector, vision, batch)
-    query_output, _ = connector.image_side(vision)
-    assert torch.allclose(hidden[:, :8, :], query_output, atol=1e-5)  # LAVIS reuses the query pass's keys/values
+    ids = _decoder_ids(connector, batch)
+    connector.qformer.set_attn_implementation(implementation)
+    try:
+        assert connector.qformer.config._attn_implementation == implementation
+        query_states, reference = _joint_pass(connector, vision, ids, batch.attention_mask)
+        query = connector.query_pass(vision)
+        logits = connector.itg_logits(query, ids, batch.attention_mask)
+    finally:
+        connector.qformer.set_attn_implementation("sdpa")
+    assert torch.allclose(query_states, query.query_output, atol=1e-5)  # the queries never see the text
     assert logits.shape == (4, 12, 100)
+    assert torch.allclose(logits, reference, atol=1e-5)
+    assert torch.allclose(connector.itg_logits(vision, ids, batch.attention_mask), logits, atol=1e-6)
+
+
+def test_itg_gradients_reach_the_query_pass_as_in_one_joint_pass(connector, vision):
+    batch = connector.tokenize(CAPTIONS)
+    ids = _decoder_ids(connector, batch)
+    labels = ids.masked_fill(ids == 0, -100)[:, 1:].reshape(-1)
+    layer = connector.qformer.encoder.layer[2]
+    params = [connector.query_tokens, layer.crossattention.attention.value.weight, layer.intermediate_query.dense.weight,
+              layer.attention.attention.key.weight, layer.intermediate.dense.weight]
+
+    def grads(logits):
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 100), labels, label_smoothing=0.1)
+        return torch.autograd.grad(loss, params)
+
+    reused = grads(connector.itg_logits(connector.query_pass(vision), ids, batch.attention_mask))
+    joint = grads(_joint_pass(connector, vision, ids, batch.attention_mask)[1])
+    for mine, theirs in zip(reused, joint, strict=True):
+        assert theirs.abs().max() > 0 and torch.allclose(mine, theirs, atol=1e-6, rtol=1e-4)
+
+
+def test_itg_text_sees_only_its_past_and_the_image(connector, vision):
+    batch = connector.tokenize(CAPTIONS)
+    logits = connector.itg_logits(vision, _decoder_ids(connector, batch), batch.attention_mask)
     # causal: changing the text from position 5 on leaves positions 0..4 unchanged, later ones not
     later = batch.input_ids.clone()
     later[:, 5:] = torch.where(batch.attention_mask[:, 5:] == 1, torch.full_like(later[:, 5:], 20), later[:, 5:])
-    _, changed = _itg_hidden(connector, vision, type(batch)(later, batch.attention_mask))
+    changed = connector.itg_logits(vision, _decoder_ids(connector, type(batch)(later, batch.attention_mask)),
+                                   batch.attention_mask)
     assert torch.allclose(changed[:, :5], logits[:, :5], atol=1e-5)
     assert (changed[0, 5:7] - logits[0, 5:7]).abs().max() > 1e-4
-    # and the text sees the image through the queries
-    other, _ = _itg_hidden(connector, vision.flip(0), batch)
-    assert (other[:, 8] - hidden[:, 8]).abs().max() > 1e-4
+    # the first token sees nothing of the text but itself: only the image (through the queries) moves it
+    other = connector.itg_logits(vision.flip(0), _decoder_ids(connector, batch), batch.attention_mask)
+    assert (other[:, 0] - logits[:, 0]).abs().max() > 1e-5
 
 
 def test_itg_loss_is_lavis_label_smoothed_shifted_cross_entropy(connector, vision):
@@ -176,18 +212,6 @@ def test_itg_mask_by_hand():
     bias = itg_attention_mask(torch.tensor([[1, 1, 0]]), 2, torch.float32, "eager")
     assert torch.equal(bias[0, 0] == 0, torch.tensor(expected, dtype=torch.bool))
     assert bias.min() == torch.finfo(torch.float32).min
-
-
-def test_itg_loss_is_the_same_with_eager_attention(connector, vision):
-    batch = connector.tokenize(CAPTIONS)
-    sdpa = connector.itg_loss(vision, batch.input_ids, batch.attention_mask)
-    connector.qformer.set_attn_implementation("eager")
-    try:
-        assert connector.qformer.config._attn_implementation == "eager"
-        eager = connector.itg_loss(vision, batch.input_ids, batch.attention_mask)
-    finally:
-        connector.qformer.set_attn_implementation("sdpa")
-    assert abs(eager.item() - sdpa.item()) < 1e-5
 
 
 def test_image_side_model_with_a_text_side_trains_and_saves(bert_writer, tmp_path):

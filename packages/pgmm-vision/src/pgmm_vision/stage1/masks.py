@@ -1,14 +1,12 @@
-"""The attention mask of image-grounded text generation (ITG), as one 4-D mask for a joint pass.
+"""The attention mask of image-grounded text generation (ITG).
 
-LAVIS runs ITG as a text-only decoder pass that reuses the query pass's keys and values
-(``past_key_values``) with ``get_extended_attention_mask(..., is_decoder=True)``: every text token
-sees all queries and the text up to itself; the queries, computed before, never saw the text. pgmm
-runs queries and text in one pass of transformers' ``Blip2QFormerModel`` (which has no key/value
-cache) with the equivalent UniLM-style mask (LAVIS' ``has_query`` branch): queries see the queries
-only, so their hidden states are the query pass's and the text sees exactly what LAVIS' does.
-transformers hands a 4-D mask to the attention layers unchanged (``masking_utils`` returns it
-as-is), so it is given in the form each attention implementation takes, as transformers' own masks
-are: boolean (True: attend) for SDPA, an additive bias for the eager implementation.
+LAVIS's ``get_extended_attention_mask(..., is_decoder=True)``: every text token sees all queries
+and the text up to itself, padded text is never a key; with ``has_query`` (queries and text in one
+pass, UniLM style) the queries see only the queries. :mod:`pgmm_vision.stage1.decoder` uses the text
+rows with the query pass's keys; the whole mask runs queries and text in one pass of transformers'
+``Blip2QFormerModel``, which hands a 4-D mask to the attention layers unchanged (``masking_utils``
+returns it as-is) — so it is given in the form each attention implementation takes, as
+transformers' own masks are: boolean (True: attend) for SDPA, an additive bias for eager.
 """
 
 from __future__ import annotations
