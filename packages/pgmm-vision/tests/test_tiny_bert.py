@@ -25,3 +25,24 @@ def test_tiny_bert_reads_like_bert_base_uncased(tmp_path):
     stamp = (path / "model.safetensors").stat().st_mtime_ns
     assert ensure_tiny_bert(spec, tmp_path / "bert") == path  # reused, not rewritten
     assert (path / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_a_connector_starts_from_the_tiny_bert_of_its_own_sizes(tmp_path):
+    import pytest
+
+    from pgmm_core.errors import ConfigError
+    from pgmm_core.plugins import PluginHost
+    from pgmm_core.testing import tiny_config
+    from pgmm_core.config.loading import validate_config
+    from pgmm_core.model import build_model
+
+    data = tiny_config(tmp_path / "run")
+    data["model"]["connector"].update({"text_side": True, "tiny_bert": True, "max_position_embeddings": 40})
+    config = validate_config(data, PluginHost())
+    model = build_model(config, {"vision", "connector"})
+    connector = model.connector
+    assert len(connector.tokenizer) == len(vocabulary()) + 1  # + [DEC]
+    assert "[UNK]" not in connector.tokenizer.tokenize("a purple zigzag at the bottom right")
+    data["model"]["connector"]["bert_init"] = str(tmp_path)
+    with pytest.raises(ConfigError, match="bert_init and tiny_bert both given"):
+        validate_config(data, PluginHost())

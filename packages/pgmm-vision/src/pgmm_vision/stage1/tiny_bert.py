@@ -81,6 +81,7 @@ def bert_config(spec: TinyBertSpec, vocab_size: int) -> dict[str, object]:
 def write_tiny_bert(out_dir: str | Path, spec: TinyBertSpec = TinyBertSpec()) -> Path:
     """Write ``config.json``, ``vocab.txt``, ``tokenizer_config.json`` and ``model.safetensors``."""
     import torch
+    from safetensors.torch import save_file
     from transformers import BertConfig, BertForMaskedLM
 
     out = Path(out_dir)
@@ -92,7 +93,9 @@ def write_tiny_bert(out_dir: str | Path, spec: TinyBertSpec = TinyBertSpec()) ->
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     torch.manual_seed(spec.seed)
     model = BertForMaskedLM(BertConfig(**config))
-    model.save_pretrained(str(out), safe_serialization=True)  # model.safetensors, as the hub's
+    # as transformers saves it: the LM decoder is tied to the word embeddings and not stored
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("cls.predictions.decoder.")}
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
     return out
 
 
