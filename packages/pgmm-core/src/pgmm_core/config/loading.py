@@ -138,10 +138,24 @@ def validate_config(
     except ValidationError as exc:
         problems.extend(format_errors(exc, data, root, host))
         raise ConfigError(problems, source) from None
+    problems.extend(_missing_parts(config))
     if problems:
         raise ConfigError(problems, source)
     config._host = host
     return config
+
+
+def _missing_parts(config: ConfigRoot) -> list[str]:
+    """``model.<part>`` the objective trains with but the config leaves out (a part's slot may be
+    empty only for objectives that do not use it)."""
+    from pgmm_core.config.sections import objective_parts
+
+    model, objective = getattr(config, "model", None), getattr(config, "objective", None)
+    if model is None or objective is None:
+        return []
+    return [f"model.{part}: required field is missing (the '{objective.type}' objective uses it)"
+            for part in sorted(objective_parts(config)) if part in type(model).model_fields
+            and getattr(model, part) is None]
 
 
 def load_config(
