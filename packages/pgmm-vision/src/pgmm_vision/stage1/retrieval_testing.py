@@ -24,15 +24,17 @@ from pgmm_core.objectives.base import EvalContext
 
 
 class TableConnector(nn.Module):
-    """The connector API backed by tables; records every scored pair in ``itm_pairs``."""
+    """The connector API backed by tables; records every scored pair in ``itm_pairs`` (unless
+    ``record_pairs`` is off: a benchmark's millions of pairs)."""
 
     def __init__(self, image_features: torch.Tensor, text_features: torch.Tensor, itm: torch.Tensor | None,
-                 max_text_len: int = 4) -> None:
+                 max_text_len: int = 4, record_pairs: bool = True) -> None:
         super().__init__()
         self.register_buffer("image_features", image_features.float())
         self.register_buffer("text_features", text_features.float())
         self.itm = None if itm is None else itm.float()  # None: a logit made from the pair's indices
         self.max_text_len = max_text_len
+        self.record_pairs = record_pairs
         self.itm_pairs: list[tuple[int, int]] = []
         self.lock = threading.Lock()
 
@@ -53,8 +55,9 @@ class TableConnector(nn.Module):
     def itm_logits(self, vision_embeds: torch.Tensor, input_ids: torch.Tensor,
                    attention_mask: torch.Tensor) -> torch.Tensor:
         images, texts = _image_index(vision_embeds), input_ids[:, 0] - 1
-        with self.lock:
-            self.itm_pairs += list(zip(images.tolist(), texts.tolist()))
+        if self.record_pairs:
+            with self.lock:
+                self.itm_pairs += list(zip(images.tolist(), texts.tolist()))
         logits = torch.zeros(len(images), 2, device=vision_embeds.device)
         if self.itm is None:
             logits[:, 1] = ((images * 7919 + texts * 104729) % 1009).float() / 1009
