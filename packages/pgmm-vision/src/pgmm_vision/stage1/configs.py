@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from pgmm_core.config.sections import ObjectiveConfig
+from pgmm_vision.stage1.retrieval_settings import RetrievalSettings
 
 MIN_GLOBAL_BATCH = 2
 
@@ -42,6 +43,8 @@ class QFormerPretrainConfig(ObjectiveConfig):
         True, description="Pairs whose items share an image_id count as the same image, as LAVIS does when its "
         "samples carry image_id (its COCO/VG stage-1 data do): ITC spreads the target over them and ITM never "
         "draws them as negatives. False: only a pair itself is positive (LAVIS without image_id).")
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings,
+                                         description="The evaluation: zero-shot image-text retrieval settings.")
 
     @model_validator(mode="after")
     def _some_loss(self) -> QFormerPretrainConfig:

@@ -92,7 +92,7 @@ class QFormerPretrainObjective:
         """Zero-shot image-text retrieval (ITC ranking, ITM re-ranking): R@1/5/10 both ways."""
         from pgmm_vision.stage1.retrieval import evaluate_retrieval
 
-        return evaluate_retrieval(model, dataset, context, self.config)
+        return evaluate_retrieval(model, dataset, context, self.config.retrieval)
 
 
 def _text_side(connector: Any) -> Any:

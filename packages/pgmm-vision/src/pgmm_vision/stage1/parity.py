@@ -145,11 +145,7 @@ def run_stage1_small(data_dir: Path | None = None, atol: float = SMALL_ATOL) -> 
     """Both variants (image ids / none), each loss alone (weight 1, others 0) through the objective."""
     from safetensors.torch import load_file
 
-    from pgmm_core.data import collate
     from pgmm_vision.parity import CaseResult, _peak_rss_gib
-    from pgmm_vision.stage1.configs import QFormerPretrainConfig
-    from pgmm_vision.stage1.losses import Negatives
-    from pgmm_vision.stage1.objective import QFormerPretrainObjective
 
     start = time.perf_counter()
     model, meta = small_model(data_dir)
@@ -160,27 +156,61 @@ def run_stage1_small(data_dir: Path | None = None, atol: float = SMALL_ATOL) -> 
     result.errors["attention_mask"] = float((tokens.attention_mask != io["attention_mask"]).sum())
     result.errors["truncated_count"] = float(abs(tokens.truncated - sum(
         n > meta["max_txt_len"] for n in meta["untruncated_lengths"])))
-    params = lavis_parameters(model, meta["chosen"])
+    everything = range(len(meta["captions"]))
     for variant in ("imgid", "noid"):
-        features = io["vision_out"].clone().requires_grad_(True)
-        samples = [{"image": features[i], "image_id": meta["image_ids"][i], "caption": meta["captions"][i]}
-                   for i in range(len(meta["captions"]))]
-        batch = collate(samples)
-        batch.images = features  # keep the graph to the tower's output (collate stacks copies)
-        negatives = Negatives(io[f"{variant}.neg_image_idx"], io[f"{variant}.neg_text_idx"])
-        for name in LOSSES:
-            weights = {loss: float(loss == name) for loss in LOSSES}
-            objective = QFormerPretrainObjective(QFormerPretrainConfig(same_image_by_id=variant == "imgid", **weights))
-            objective.sampler = forced(negatives)
-            output = objective.loss(model, batch)
-            result.errors[f"{variant}.loss_{name}"] = abs(output.parts[name] - io[f"{variant}.loss_{name}"].item())
-            grads = _grads(output.loss, {**params, "vision_out": features})
-            result.errors[f"{variant}.grad_{name}"] = max(
-                _err(g, io[f"{variant}.grad_{name}.{key}"]) for key, g in grads.items())
+        result.errors.update(objective_errors(model, meta, io, f"{variant}.", everything, variant == "imgid"))
         result.errors[f"{variant}.itm_weights"] = _itm_weights_error(model, io, meta, variant)
     result.seconds = time.perf_counter() - start
     result.peak_rss_gib = _peak_rss_gib()
     return result
+
+
+def objective_errors(model: Any, meta: dict[str, Any], io: dict[str, torch.Tensor], prefix: str, rows: Iterable[int],
+                     by_image_id: bool, collectives: Any = None) -> dict[str, float]:
+    """Max abs errors of each loss and its gradients (each loss alone: weight 1, the others 0) for
+    the pairs ``rows`` of the small case, through the objective with LAVIS' negatives (``prefix``:
+    the goldens' key prefix, e.g. ``imgid.`` or ``rank1.``)."""
+    from pgmm_core.data import collate
+    from pgmm_vision.stage1.configs import QFormerPretrainConfig
+    from pgmm_vision.stage1.losses import Negatives
+    from pgmm_vision.stage1.objective import QFormerPretrainObjective
+
+    rows = list(rows)
+    params = lavis_parameters(model, meta["chosen"])
+    features = io["vision_out"][rows].clone().requires_grad_(True)
+    batch = collate([{"image": features[i], "image_id": meta["image_ids"][row], "caption": meta["captions"][row]}
+                     for i, row in enumerate(rows)])
+    batch.images = features  # keep the graph to the tower's output (collate stacks copies)
+    negatives = Negatives(io[f"{prefix}neg_image_idx"], io[f"{prefix}neg_text_idx"])
+    errors: dict[str, float] = {}
+    for name in LOSSES:
+        weights = {loss: float(loss == name) for loss in LOSSES}
+        objective = QFormerPretrainObjective(QFormerPretrainConfig(same_image_by_id=by_image_id, **weights))
+        objective.sampler = forced(negatives)
+        objective.collectives = collectives
+        output = objective.loss(model, batch)
+        errors[f"{prefix}loss_{name}"] = abs(output.parts[name] - io[f"{prefix}loss_{name}"].item())
+        grads = _grads(output.loss, {**params, "vision_out": features})
+        errors[f"{prefix}grad_{name}"] = max(_err(g, io[f"{prefix}grad_{name}.{key}"]) for key, g in grads.items())
+    return errors
+
+
+def run_stage1_rank(collectives: Any, data_dir: Path | None = None) -> dict[str, float]:
+    """This rank's errors against LAVIS run on two ranks (``stage1_small_2rank_io``): the small case's
+    4 pairs split 2 + 2, image ids used, LAVIS' per-rank negatives. Call on every rank of a
+    2-process group; ``collectives``: the backend's."""
+    from safetensors.torch import load_file
+
+    from pgmm_core.devices.collectives import rank, world_size
+
+    if world_size() != 2:
+        raise ValueError(f"the two-rank goldens need 2 ranks, not {world_size()}")
+    model, meta = small_model(data_dir)
+    io = load_file(str(_data_dir(data_dir) / "stage1_small_2rank_io.safetensors"))
+    io["vision_out"] = load_file(str(_data_dir(data_dir) / "stage1_small_io.safetensors"))["vision_out"]
+    per_rank = len(meta["captions"]) // 2
+    rows = range(rank() * per_rank, (rank() + 1) * per_rank)
+    return objective_errors(model, meta, io, f"rank{rank()}.", rows, True, collectives)
 
 
 def _itm_weights_error(model: Any, io: dict[str, torch.Tensor], meta: dict[str, Any], variant: str) -> float:
@@ -259,8 +289,9 @@ def run_stage1_full(data_dir: Path | None = None, atol: float = FULL_ATOL) -> An
         worst = 0.0
         for key, grad in _grads(getattr(out, name), params).items():
             prefix = f"grad_{name}.{key}"
-            stats = io[f"{prefix}_stats"].tolist()[1:]  # mean, abs mean, std, min, max (not the sum)
-            worst = max(worst, max(abs(a - b) for a, b in zip(_stats(grad)[1:], stats)))
+            if grad.numel() > 1:  # mean, abs mean, std, min, max (not the sum)
+                stats = io[f"{prefix}_stats"].tolist()[1:]
+                worst = max(worst, max(abs(a - b) for a, b in zip(_stats(grad)[1:], stats)))
             for suffix, part in (("", lambda g: g), ("_rows", lambda g: g[rows]), ("_first4", lambda g: g[:4]),
                                  ("_first64", lambda g: g[:64]), ("_first8", lambda g: g[0, :8, :8])):
                 if prefix + suffix in io:
