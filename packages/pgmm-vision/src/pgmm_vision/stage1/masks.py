@@ -6,8 +6,9 @@ sees all queries and the text up to itself; the queries, computed before, never 
 runs queries and text in one pass of transformers' ``Blip2QFormerModel`` (which has no key/value
 cache) with the equivalent UniLM-style mask (LAVIS' ``has_query`` branch): queries see the queries
 only, so their hidden states are the query pass's and the text sees exactly what LAVIS' does.
-transformers hands a 4-D mask to the attention layers unchanged (``masking_utils``), as an additive
-bias.
+transformers hands a 4-D mask to the attention layers unchanged (``masking_utils`` returns it
+as-is), so it is given in the form each attention implementation takes, as transformers' own masks
+are: boolean (True: attend) for SDPA, an additive bias for the eager implementation.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from __future__ import annotations
 import torch
 
 
-def itg_attention_mask(text_mask: torch.Tensor, num_queries: int, dtype: torch.dtype) -> torch.Tensor:
-    """Additive mask B×1×(Q+L)×(Q+L): 0 where attention is allowed, the dtype's minimum elsewhere.
+def itg_attention_mask(text_mask: torch.Tensor, num_queries: int, dtype: torch.dtype,
+                       implementation: str = "sdpa") -> torch.Tensor:
+    """The mask B×1×(Q+L)×(Q+L) for ``implementation``: boolean (True where attention is allowed)
+    for ``sdpa``, else additive (0 where allowed, the dtype's minimum elsewhere).
 
     Rows are queries then text tokens; keys likewise. Padded text keys are masked for every row."""
     batch, length = text_mask.shape
@@ -27,6 +30,8 @@ def itg_attention_mask(text_mask: torch.Tensor, num_queries: int, dtype: torch.d
     allowed[num_queries:, num_queries:] = torch.ones(length, length, dtype=torch.bool, device=device).tril()
     keys = torch.cat([torch.ones(batch, num_queries, dtype=torch.bool, device=device), text_mask.bool()], dim=1)
     allowed = allowed.unsqueeze(0) & keys[:, None, :]
+    if implementation == "sdpa":
+        return allowed.unsqueeze(1)
     bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
     bias.masked_fill_(~allowed, torch.finfo(dtype).min)
     return bias.unsqueeze(1)

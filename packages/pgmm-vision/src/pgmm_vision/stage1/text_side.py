@@ -140,7 +140,8 @@ class QFormerWithTextSide(QFormerConnector):
         itself; the queries see only the queries and the image (:mod:`pgmm_vision.stage1.masks`)."""
         batch, num_queries = decoder_ids.shape[0], self.num_query_tokens
         embeds = self.embeddings(input_ids=decoder_ids, query_embeds=self._queries(batch))
-        mask = itg_attention_mask(attention_mask, num_queries, self.qformer.layernorm.weight.dtype)
+        mask = itg_attention_mask(attention_mask, num_queries, self.qformer.layernorm.weight.dtype,
+                                  self.qformer.config._attn_implementation)
         out = self.qformer(query_embeds=embeds, query_length=num_queries, attention_mask=mask,
                            encoder_hidden_states=vision_embeds,
                            encoder_attention_mask=self._vision_mask(vision_embeds))
