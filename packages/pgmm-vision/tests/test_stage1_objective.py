@@ -1,81 +1,23 @@
-"""The ``qformer_pretrain`` objective: its contract, its config, the bad inputs it refuses or counts."""
+"""The ``qformer_pretrain`` objective: its config, its loss weights, the bad inputs it refuses or counts
+(its contract: test_contract_objectives.py)."""
 
 from __future__ import annotations
 
-import copy
 import logging
-from pathlib import Path
 
 import pytest
 import torch
 
 from pgmm_core.config.loading import validate_config
 from pgmm_core.errors import ConfigError
-from pgmm_core.testing import tiny_config
-from pgmm_core.testing.contracts import ObjectiveContract
-from pgmm_data.testing import write_coco_tree
 from pgmm_vision.stage1 import parity
 from pgmm_vision.stage1.configs import QFormerPretrainConfig
 from pgmm_vision.stage1.losses import Negatives
 from pgmm_vision.stage1.objective import QFormerPretrainObjective
 
-TINY_TOWER = {"type": "eva_vit_g", "image_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2,
-              "mlp_dim": 64}
-TINY_QFORMER = {"type": "qformer", "num_query_tokens": 4, "hidden_size": 32, "num_layers": 2, "num_heads": 2,
-                "intermediate_size": 64, "text_side": True, "max_text_len": 12, "embed_dim": 8,
-                "max_position_embeddings": 16}
-WORDS = "a an the of on in with and two dog cat man red blue green small large sitting table street ball , .".split()
-
-
-def write_tiny_bert(root: Path) -> Path:
-    """A BERT directory in bert-base-uncased's layout (config.json, model.safetensors, vocab.txt) at
-    the tiny Q-Former's size."""
-    from transformers import BertConfig, BertForMaskedLM
-
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
-    words += [f"w{i}" for i in range(63 - len(words))]
-    torch.manual_seed(0)
-    BertForMaskedLM(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                               vocab_size=len(words), max_position_embeddings=16)).save_pretrained(str(root))
-    (root / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
-    return root
-
-
 @pytest.fixture(scope="module")
-def stage1_files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stage1")
-    bert = write_tiny_bert(root / "bert")
-    coco = write_coco_tree(root / "coco", train=4, val=3, test=1, size=(40, 32), ground_truth=False).root
-    return {"bert": bert, "coco": coco}
-
-
-def stage1_config(output_dir: Path, files: dict[str, Path], **objective) -> dict:
-    """The tiny config with the stage-1 objective: tiny EVA + text-side Q-Former, no projector, no LLM."""
-    data = tiny_config(output_dir)
-    data["model"] = {"vision": dict(TINY_TOWER), "connector": {**TINY_QFORMER, "bert_init": str(files["bert"])}}
-    retrieval = {"type": "coco_retrieval", "root": str(files["coco"])}
-    data["data"].update(train=[retrieval], val=[copy.deepcopy(retrieval)], batch_size=4)
-    data["objective"] = {"type": "qformer_pretrain", **objective}
-    return data
-
-
-class TestQFormerPretrain(ObjectiveContract):
-    component = "qformer_pretrain"
-    distribution = "pgmm-vision"
-
-    @pytest.fixture(autouse=True)
-    def _files(self, stage1_files):
-        self.files = stage1_files
-
-    def tiny_run_config(self, host, component_config, tmp_path):
-        data = stage1_config(tmp_path / "run", self.files)
-        data["objective"] = component_config.model_dump(mode="json")
-        return validate_config(data, host, source="contract")
-
-
-@pytest.fixture(scope="module")
-def run_config(stage1_files, host, tmp_path_factory):
-    return validate_config(stage1_config(tmp_path_factory.mktemp("run"), stage1_files), host)
+def run_config(stage1_config, host, tmp_path_factory):
+    return validate_config(stage1_config(tmp_path_factory.mktemp("run")), host)
 
 
 @pytest.fixture(scope="module")
@@ -150,13 +92,11 @@ def test_all_weights_zero_is_refused():
         QFormerPretrainConfig(itc=0, itm=0, itg=0)
 
 
-def test_a_connector_without_text_side_is_refused_naming_the_field(host, tmp_path):
+def test_a_connector_without_text_side_is_refused_naming_the_field(host, stage1_config, tmp_path):
     from pgmm_core.model import build_model
 
-    data = tiny_config(tmp_path)
-    data["model"] = {"vision": dict(TINY_TOWER), "connector": {k: v for k, v in TINY_QFORMER.items()
-                                                                if k not in ("text_side", "embed_dim")}}
-    data["objective"] = {"type": "qformer_pretrain"}
+    data = stage1_config(tmp_path)
+    data["model"]["connector"]["text_side"] = False
     model = build_model(validate_config(data, host))
     with pytest.raises(ConfigError, match="model.connector.text_side"):
         QFormerPretrainObjective(QFormerPretrainConfig()).loss(model, pairs(["a", "b"]))
