@@ -29,10 +29,10 @@ def tiny_model(run_config):
 
 
 def pairs(captions, image_ids=None, size=32):
-    from pgmm_core.data import collate
+    from pgmm_vision.stage1.objective import collate_pairs
 
     generator = torch.Generator().manual_seed(3)
-    return collate([{"image": torch.randn(3, size, size, generator=generator), "caption": caption,
+    return collate_pairs([{"image": torch.randn(3, size, size, generator=generator), "caption": caption,
                      "image_id": image_ids[i] if image_ids else f"img{i}"} for i, caption in enumerate(captions)])
 
 

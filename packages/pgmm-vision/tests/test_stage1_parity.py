@@ -56,15 +56,14 @@ def _uneven_losses(rows, collectives=None):
     times the number of pairs, and its gradients to the pairs' features and to the query tokens."""
     from safetensors.torch import load_file
 
-    from pgmm_core.data import collate
     from pgmm_vision.stage1.configs import QFormerPretrainConfig
     from pgmm_vision.stage1.losses import Negatives
-    from pgmm_vision.stage1.objective import QFormerPretrainObjective
+    from pgmm_vision.stage1.objective import QFormerPretrainObjective, collate_pairs
 
     model, meta = parity.small_model()
     io = load_file(str(parity._data_dir(None) / "stage1_small_io.safetensors"))
     features = io["vision_out"][rows].clone().requires_grad_(True)
-    batch = collate([{"image": features[i], "image_id": meta["image_ids"][row], "caption": meta["captions"][row]}
+    batch = collate_pairs([{"image": features[i], "image_id": meta["image_ids"][row], "caption": meta["captions"][row]}
                      for i, row in enumerate(rows)])
     batch.images = features
     objective = QFormerPretrainObjective(QFormerPretrainConfig(itg=0.0))
@@ -115,7 +114,8 @@ def test_two_ranks_match_lavis_on_two_ranks(two_ranks):
     gradient, its backward all-reduced), the same-image pair across ranks excluded."""
     for rank, result in enumerate(two_ranks):
         errors = result["errors"]
-        assert set(errors) == {f"rank{rank}.{kind}_{loss}" for kind in ("loss", "grad") for loss in ("itc", "itm", "itg")}
+        assert set(errors) == {f"rank{rank}.{kind}_{loss}" for kind in ("loss", "grad")
+                               for loss in ("itc", "itm", "itg")}
         for name, error in errors.items():
             assert error <= 1e-5, (name, error)
         assert result["calls"].get("allreduce", 0) >= 3  # ITM's gather backward, once per loss pass

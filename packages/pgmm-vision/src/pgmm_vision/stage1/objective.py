@@ -12,14 +12,42 @@ Evaluation is zero-shot retrieval (:mod:`pgmm_vision.stage1.retrieval`).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
-from pgmm_core.data import Batch, collate
+import torch
+
 from pgmm_core.errors import ConfigError
 from pgmm_core.objectives.base import EvalContext, EvalOutput, LossOutput
 from pgmm_vision.stage1.configs import MIN_GLOBAL_BATCH, QFormerPretrainConfig, global_batch_problem
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PairBatch:
+    """Image-caption pairs of one micro-batch (what the trainer reads: ``len``, ``bad``,
+    ``size_before_drop``); ``image_ids`` say which pairs show the same image."""
+
+    images: torch.Tensor
+    image_ids: list[Any]
+    captions: list[str]
+    bad: list[str] = field(default_factory=list)
+    size_before_drop: int = 0
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+
+def collate_pairs(items: list[dict[str, Any]]) -> PairBatch:
+    """Stack the readable items (``image``, ``caption``, ``image_id``); keep the reasons of the
+    unreadable ones (``{"bad": reason}``), which are dropped and counted."""
+    good = [item for item in items if "bad" not in item]
+    bad = [item["bad"] for item in items if "bad" in item]
+    images = torch.stack([item["image"] for item in good]) if good else torch.empty(0)
+    return PairBatch(images=images, image_ids=[item["image_id"] for item in good],
+                     captions=[item["caption"] for item in good if "caption" in item], bad=bad,
+                     size_before_drop=len(items))
 
 
 class TruncationCounter:
@@ -59,10 +87,10 @@ class QFormerPretrainObjective:
         self.sampler = draw_negatives
         self.truncation = TruncationCounter()
 
-    def collate(self, samples: list[dict[str, Any]]) -> Batch:
-        return collate(samples)
+    def collate(self, samples: list[dict[str, Any]]) -> PairBatch:
+        return collate_pairs(samples)
 
-    def loss(self, model: Any, batch: Batch) -> LossOutput:
+    def loss(self, model: Any, batch: PairBatch) -> LossOutput:
         from pgmm_vision.stage1.gather import GlobalBatch
         from pgmm_vision.stage1.losses import stage1_losses
 

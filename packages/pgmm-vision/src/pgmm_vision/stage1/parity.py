@@ -170,15 +170,14 @@ def objective_errors(model: Any, meta: dict[str, Any], io: dict[str, torch.Tenso
     """Max abs errors of each loss and its gradients (each loss alone: weight 1, the others 0) for
     the pairs ``rows`` of the small case, through the objective with LAVIS' negatives (``prefix``:
     the goldens' key prefix, e.g. ``imgid.`` or ``rank1.``)."""
-    from pgmm_core.data import collate
     from pgmm_vision.stage1.configs import QFormerPretrainConfig
     from pgmm_vision.stage1.losses import Negatives
-    from pgmm_vision.stage1.objective import QFormerPretrainObjective
+    from pgmm_vision.stage1.objective import QFormerPretrainObjective, collate_pairs
 
     rows = list(rows)
     params = lavis_parameters(model, meta["chosen"])
     features = io["vision_out"][rows].clone().requires_grad_(True)
-    batch = collate([{"image": features[i], "image_id": meta["image_ids"][row], "caption": meta["captions"][row]}
+    batch = collate_pairs([{"image": features[i], "image_id": meta["image_ids"][row], "caption": meta["captions"][row]}
                      for i, row in enumerate(rows)])
     batch.images = features  # keep the graph to the tower's output (collate stacks copies)
     negatives = Negatives(io[f"{prefix}neg_image_idx"], io[f"{prefix}neg_text_idx"])
@@ -225,7 +224,8 @@ def _itm_weights_error(model: Any, io: dict[str, torch.Tensor], meta: dict[str, 
         out = stage1_losses(model.connector, vision_embeds, io["input_ids"], io["attention_mask"], pairs, keys,
                             negatives=Negatives(io[f"{variant}.neg_image_idx"], io[f"{variant}.neg_text_idx"]))
     zeros_match = torch.equal(out.weights_t2i == 0, io[f"{variant}.weights_t2i"] == 0)
-    error = max(_err(out.weights_t2i, io[f"{variant}.weights_t2i"]), _err(out.weights_i2t, io[f"{variant}.weights_i2t"]))
+    error = max(_err(out.weights_t2i, io[f"{variant}.weights_t2i"]),
+                _err(out.weights_i2t, io[f"{variant}.weights_i2t"]))
     return error if zeros_match else float("inf")
 
 
@@ -281,7 +281,8 @@ def run_stage1_full(data_dir: Path | None = None, atol: float = FULL_ATOL) -> An
     vision_embeds = model.encode_image(features).vision_embeds
     out = stage1_losses(model.connector, vision_embeds, io["input_ids"], io["attention_mask"], pairs, keys,
                         negatives=Negatives(io["neg_image_idx"], io["neg_text_idx"]))
-    result.errors["itm_weights"] = max(_err(out.weights_t2i, io["weights_t2i"]), _err(out.weights_i2t, io["weights_i2t"]))
+    result.errors["itm_weights"] = max(_err(out.weights_t2i, io["weights_t2i"]),
+                                       _err(out.weights_i2t, io["weights_i2t"]))
     params = {**lavis_parameters(model, meta["chosen"]), "vision_out": features}
     rows = io["word_rows"]
     for name in LOSSES:
