@@ -33,18 +33,20 @@ class GlobalBatch:
     """This step's pairs across ranks: sizes, this rank's offset, and the three kinds of gather.
 
     ``collectives`` are the run's (the device backend's); without them a process-group-agnostic
-    instance is used, which suits every backend here since only float32 and int64 tensors are sent.
+    instance is used, which suits every backend here since only float32 and int64 tensors are sent,
+    from ``device`` (the model's).
     """
 
-    def __init__(self, local_size: int, collectives: Collectives | None = None) -> None:
+    def __init__(self, local_size: int, collectives: Collectives | None = None,
+                 device: torch.device | str = "cpu") -> None:
         self.collectives = collectives if collectives is not None else Collectives(GLOO_RULES)
         self.rank = rank()
         self.world_size = world_size()
         self.local_size = local_size
         if self.world_size == 1:
             self.sizes = [local_size]
-        else:
-            sizes = self.collectives.all_gather(torch.tensor([local_size], dtype=torch.int64))
+        else:  # on the model's device: NCCL and HCCL move only tensors that live on theirs
+            sizes = self.collectives.all_gather(torch.tensor([local_size], dtype=torch.int64, device=device))
             self.sizes = [int(s.item()) for s in sizes]
         self.offset = sum(self.sizes[:self.rank])
         self.total = sum(self.sizes)

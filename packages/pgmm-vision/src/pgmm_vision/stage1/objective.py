@@ -100,7 +100,7 @@ class QFormerPretrainObjective:
             raise ValueError(f"qformer_pretrain trains on image-caption pairs: {len(batch)} image(s) but "
                              f"{len(batch.captions)} caption(s) in the batch (is the train split a caption data set?)")
         device = model.device
-        pairs = GlobalBatch(len(batch), self.collectives)
+        pairs = GlobalBatch(len(batch), self.collectives, device)
         if pairs.total < MIN_GLOBAL_BATCH:
             raise ConfigError([global_batch_problem(len(batch), pairs.world_size)
                                + f" (this step's global batch: {pairs.total} usable pair(s))"])
