@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pgmm_core.testing.contracts import DatasetContract
-from pgmm_data.testing import write_coco_tree, write_jsonl_tree, write_vg_tree
+from pgmm_data.testing import write_coco_tree, write_flickr30k_tree, write_jsonl_tree, write_vg_tree
 
 
 class TestSyntheticShapes(DatasetContract):
@@ -45,3 +45,26 @@ class TestJsonlCaptions(DatasetContract):
     def component_fields(cls, tmp_path_factory):
         tree = write_jsonl_tree(tmp_path_factory.mktemp("jsonl"), images=4, size=(48, 40))
         return {"path": str(tree.annotation_files["train"])}
+
+
+class TestCocoRetrieval(DatasetContract):
+    component = "coco_retrieval"
+    distribution = "pgmm-data"
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def component_fields(cls, tmp_path_factory):
+        tree = write_coco_tree(tmp_path_factory.mktemp("coco_retrieval"), train=4, val=3, test=3, size=(48, 40),
+                               ground_truth=False)
+        return {"root": str(tree.root)}
+
+
+class TestFlickr30kRetrieval(DatasetContract):
+    component = "flickr30k_retrieval"
+    distribution = "pgmm-data"
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def component_fields(cls, tmp_path_factory):
+        tree = write_flickr30k_tree(tmp_path_factory.mktemp("flickr30k"), train=3, val=3, test=3, size=(48, 40))
+        return {"root": str(tree.root)}

@@ -195,13 +195,14 @@ def join_image_path(image_root: Path, image: str) -> str:
 # --- COCO Karpathy --------------------------------------------------------------------------------
 
 
-def load_coco_karpathy(annotation: Path, image_root: Path) -> Annotations:
+def load_coco_karpathy(annotation: Path, image_root: Path, what: str = "COCO Karpathy annotation file") -> Annotations:
     """``coco_karpathy_*.json`` as published: train entries ``{caption, image, image_id}``, val/test
     entries ``{image, caption: [..]}``. The evaluation id is the number in the file name (LAVIS' rule),
-    else the number in ``image_id``."""
+    else the number in ``image_id``. LAVIS' Flickr30k files (``flickr30k_*.json``) have the same
+    structure; ``what`` names the kind of file in messages."""
     hint = (f"Download {LAVIS_DOWNLOADS}{annotation.name} or set 'annotation'"
-            if annotation.name.startswith("coco_karpathy_") else "Check 'annotation'")
-    data = _expect_list(read_json(annotation, "COCO Karpathy annotation file", hint), annotation, "entries")
+            if annotation.name.startswith(("coco_karpathy_", "flickr30k_")) else "Check 'annotation'")
+    data = _expect_list(read_json(annotation, what, hint), annotation, "entries")
     source = str(annotation)
     builder = _Builder(source)
     for i, raw in enumerate(data):

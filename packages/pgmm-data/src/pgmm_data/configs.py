@@ -9,7 +9,7 @@ position) when a dataset is built, before the first training step.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -141,6 +141,62 @@ class JsonlCaptionsConfig(ImageCaptionConfig):
         """What ``validate`` checks exists (:mod:`pgmm_core.config.files`)."""
         path = Path(self.path).expanduser()
         return [RequiredPath(path, "file", "", "path"), *self._image_root_paths(path.parent)]
+
+class RetrievalDatasetConfig(ImageCaptionConfig):
+    """Fields of the image-text retrieval test sets (LAVIS' ``retrieval`` datasets).
+
+    val/test files are lists of ``{"image": path, "caption": [str, ...]}`` (one entry per image);
+    train files have one entry per caption (``{"image", "caption", "image_id"}``), as for captioning.
+    """
+
+    root: str = Field(..., min_length=1, description="The dataset directory (LAVIS: cache/<dataset>).")
+    split: Literal["train", "val", "test"] | None = Field(
+        None, description="Split file to read; default: the list it is in (data.val -> val, ...)."
+    )
+    annotation: str | None = Field(None, description="Annotation JSON file (default per dataset, under root).")
+
+    # The default annotation file under root ({split} is filled in) and the data set's name in messages.
+    default_annotation: ClassVar[str]
+    title: ClassVar[str]
+
+    def annotation_path(self, split: str) -> Path:
+        """The file the split is read from: ``annotation`` if set, else the dataset's default."""
+        root = Path(self.root).expanduser()
+        return under(root, self.annotation) or root / self.default_annotation.format(split=self.split or split)
+
+    def required_paths(self, *, split: str) -> list[RequiredPath]:
+        """What ``validate`` checks exists (:mod:`pgmm_core.config.files`)."""
+        root = Path(self.root).expanduser()
+        return [RequiredPath(root, "directory", f"{self.title} in LAVIS's layout", "root"),
+                RequiredPath(self.annotation_path(split), "file", f"the {self.split or split} split of LAVIS",
+                             "annotation" if self.annotation else "root"),
+                *self._image_root_paths(root)]
+
+
+class CocoRetrievalConfig(RetrievalDatasetConfig):
+    """COCO image-text retrieval on the Karpathy splits (5,000 test images, 5 captions each), in
+    LAVIS' layout under ``root`` (the same files as ``coco_caption``)::
+
+        root/annotations/coco_karpathy_{train,val,test}.json
+        root/images/val2014/COCO_val2014_….jpg            (image_root: root/images, else root)
+    """
+
+    type: Literal["coco_retrieval"] = "coco_retrieval"
+    default_annotation: ClassVar[str] = "annotations/coco_karpathy_{split}.json"
+    title: ClassVar[str] = "COCO Karpathy"
+
+
+class Flickr30kRetrievalConfig(RetrievalDatasetConfig):
+    """Flickr30k image-text retrieval (LAVIS' files: 1,000 test images, 5 captions each) under ``root``::
+
+        root/annotations/flickr30k_{train,val,test}.json
+        root/images/flickr30k-images/1007129816.jpg        (image_root: root/images, else root)
+    """
+
+    type: Literal["flickr30k_retrieval"] = "flickr30k_retrieval"
+    default_annotation: ClassVar[str] = "annotations/flickr30k_{split}.json"
+    title: ClassVar[str] = "Flickr30k"
+
 
 class SyntheticShapesConfig(CaptionDatasetConfig):
     """Procedural images of one coloured shape, captioned with its colour, shape and position.

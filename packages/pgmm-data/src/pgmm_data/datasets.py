@@ -110,7 +110,7 @@ def _serve(config: Any, annotations: Annotations, *, kind: str, split: str, imag
                           max_samples=config.max_samples)
 
 
-def _image_root(root: Path, configured: str | None) -> Path:
+def image_root_of(root: Path, configured: str | None) -> Path:
     """``image_root`` if set, else ``root/images`` (LAVIS' layout) when it exists, else ``root``."""
     if configured is not None:
         return under(root, configured)  # type: ignore[return-value]
@@ -140,7 +140,7 @@ def build_coco_caption(config: Any, *, split: str, image_spec: ImageSpec | None 
     root = Path(config.root).expanduser()
     karpathy_split = config.split or split
     annotation = under(root, config.annotation) or root / "annotations" / f"coco_karpathy_{karpathy_split}.json"
-    image_root = _image_root(root, config.image_root)
+    image_root = image_root_of(root, config.image_root)
     annotations = load_coco_karpathy(annotation, image_root)
     check_images_exist(annotations, f"set 'root' (or 'image_root') to the folder holding train2014/ and val2014/")
     references = None
@@ -160,7 +160,7 @@ def build_vg_caption(config: Any, *, split: str, image_spec: ImageSpec | None = 
     image_spec = dataset_image_spec(image_spec, image_size)
     root = Path(config.root).expanduser()
     annotation = under(root, config.annotation) or root / "annotations" / "vg_caption.json"
-    image_root = _image_root(root, config.image_root)
+    image_root = image_root_of(root, config.image_root)
     annotations = load_vg_captions(annotation, image_root, config.path_prefix)
     check_images_exist(annotations, "set 'root' (or 'image_root') to the folder holding VG_100K/ and VG_100K_2/, "
                        "or 'path_prefix' to the annotation's own prefix")

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from pgmm_core.hookspecs import hookimpl
-from pgmm_data.configs import CocoCaptionConfig, JsonlCaptionsConfig, SyntheticShapesConfig, VgCaptionConfig
+from pgmm_data.configs import (
+    CocoCaptionConfig,
+    CocoRetrievalConfig,
+    Flickr30kRetrievalConfig,
+    JsonlCaptionsConfig,
+    SyntheticShapesConfig,
+    VgCaptionConfig,
+)
 
 
 @hookimpl
@@ -14,6 +21,10 @@ def pgmm_register_datasets(registrar):
                   description="Visual Genome region captions (LAVIS vg_caption.json)")
     registrar.add("jsonl_captions", "pgmm_data.datasets:build_jsonl_captions", JsonlCaptionsConfig,
                   description='your own {"image": path, "caption": str | [str]} lines')
+    registrar.add("coco_retrieval", "pgmm_data.retrieval:build_retrieval", CocoRetrievalConfig,
+                  description="COCO Karpathy image-text retrieval test sets (LAVIS files, 5 captions per image)")
+    registrar.add("flickr30k_retrieval", "pgmm_data.retrieval:build_retrieval", Flickr30kRetrievalConfig,
+                  description="Flickr30k image-text retrieval test sets (LAVIS flickr30k_*.json)")
     registrar.add("synthetic_shapes", "pgmm_data.synthetic:build_synthetic_shapes", SyntheticShapesConfig,
                   description="procedural coloured shapes with captions (deterministic, no files)")
 

@@ -2,9 +2,9 @@
 
 The photographs are scikit-image's bundled samples (``skimage.data``: astronaut, chelsea, coffee,
 …; no download), resized and saved as JPEG. The trees follow LAVIS exactly: Karpathy JSON files and
-COCO-format ground truth for COCO, ``vg_caption.json`` with absolute paths from another machine and
-images split over ``VG_100K``/``VG_100K_2`` for Visual Genome. Broken files can be planted on purpose:
-``broken={index: "missing" | "truncated" | "corrupt"}``.
+COCO-format ground truth for COCO, LAVIS' Flickr30k retrieval files, ``vg_caption.json`` with
+absolute paths from another machine and images split over ``VG_100K``/``VG_100K_2`` for Visual
+Genome. Broken files can be planted on purpose: ``broken={index: "missing" | "truncated" | "corrupt"}``.
 
 Needs ``scikit-image`` (``pip install pgmm-data[test]``).
 """
@@ -153,6 +153,34 @@ def write_vg_tree(root: str | Path, *, images: int = 8, regions_per_image: int =
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     _write_json(root / "annotations" / "vg_caption.json", entries)
     tree.annotation_files["train"] = root / "annotations" / "vg_caption.json"
+    return tree
+
+
+def write_flickr30k_tree(root: str | Path, *, train: int = 4, val: int = 3, test: int = 3, size: tuple[int, int] = (64, 48),
+                         captions_per_image: int = 5, broken: Mapping[int, str] | None = None) -> Tree:
+    """LAVIS' Flickr30k retrieval files: ``root/annotations/flickr30k_{train,val,test}.json`` (train: one
+    entry per caption; val/test: ``{"image", "caption": [..]}`` per image) and the photos in
+    ``root/images/flickr30k-images/<id>.jpg``. ``broken`` indexes the test images."""
+    root = Path(root)
+    tree = Tree(root, broken={"test": dict(broken or {})})
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    first_id = 1000092795
+    for split, count in (("train", train), ("val", val), ("test", test)):
+        entries: list[dict[str, Any]] = []
+        tree.images[split] = []
+        for i in range(count):
+            image_id = first_id + 7 * i
+            relative = f"flickr30k-images/{image_id}.jpg"
+            write_image(root / "images" / relative, image_id, size, tree.broken.get(split, {}).get(i))
+            tree.images[split].append(root / "images" / relative)
+            caps = captions_for(image_id, captions_per_image)
+            if split == "train":
+                entries += [{"image": relative, "caption": c, "image_id": str(image_id)} for c in caps]
+            else:
+                entries.append({"image": relative, "caption": caps})
+        first_id += 7 * count
+        _write_json(root / "annotations" / f"flickr30k_{split}.json", entries)
+        tree.annotation_files[split] = root / "annotations" / f"flickr30k_{split}.json"
     return tree
 
 
