@@ -30,7 +30,6 @@ which the ITC/ITM/ITG objective and the retrieval evaluation use through ``model
 The connector's ``forward`` is still the query path (stage 2's contract). One step of LAVIS's
 ``Blip2Qformer.forward`` in these terms::
 
-<<<<<<< HEAD
     query = connector.query_pass(vision_embeds)                      # B×Q×H, B×Q×256
     text = connector.tokenize(captions, device)
     text_feat = connector.text_feature(text.input_ids, text.attention_mask)   # B×256
@@ -40,14 +39,10 @@ The connector's ``forward`` is still the query path (stage 2's contract). One st
 
 Modules: :mod:`.text_side` (the connector), :mod:`.tokenizer` (BERT + ``[DEC]``), :mod:`.decoder`
 (ITG's text pass over the query pass's keys/values), :mod:`.masks` (ITG's attention mask),
-:mod:`.weights` (loading and BERT initialisation of the text side).
-=======
-Modules: :mod:`.text_side` (the connector), :mod:`.tokenizer` (BERT + ``[DEC]``), :mod:`.masks`
-(ITG's attention mask), :mod:`.weights` (loading and BERT initialisation of the text side);
-the ``qformer_pretrain`` objective: :mod:`.configs`, :mod:`.objective`, :mod:`.losses` (ITC, ITM, ITG
-as LAVIS computes them), :mod:`.gather` (the global batch across ranks), :mod:`.parity` (against
-LAVIS goldens); zero-shot image-text retrieval, the objective's evaluation: :mod:`.retrieval` and
-its ``retrieval_*`` modules.
->>>>>>> s1parity
+:mod:`.weights` (loading and BERT initialisation of the text side), :mod:`.tiny_bert` (a tiny BERT
+for demos and tests); the ``qformer_pretrain`` objective: :mod:`.configs`, :mod:`.objective`,
+:mod:`.losses` (ITC, ITM, ITG as LAVIS computes them), :mod:`.gather` (the global batch across
+ranks), :mod:`.parity` (against LAVIS goldens); zero-shot image-text retrieval, the objective's
+evaluation: :mod:`.retrieval` and its ``retrieval_*`` modules.
 This package's ``__init__`` imports nothing, so that config modules placed here stay import-cheap.
 """
