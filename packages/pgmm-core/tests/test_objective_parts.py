@@ -22,11 +22,23 @@ class ImageSideConfig(ObjectiveConfig):
     parts: ClassVar[frozenset[str]] = frozenset({"vision", "connector"})
 
 
+class PairsConfig(ObjectiveConfig):
+    """An objective that contrasts the pairs of a batch: one pair has nothing to contrast with."""
+
+    type: Literal["pairs"] = "pairs"
+
+    def config_problems(self, config):
+        if config.data.batch_size < 2:
+            return [f"data.batch_size: {config.data.batch_size}; the 'pairs' objective needs 2 or more"]
+        return []
+
+
 class ImageSidePlugin:
     @hookimpl
     def pgmm_register_objectives(self, registrar):
         registrar.add("image_side", lambda config: None, ImageSideConfig,
                       description="an objective that trains the image side only")
+        registrar.add("pairs", lambda config: None, PairsConfig, description="contrasts a batch's pairs")
 
 
 @pytest.fixture
@@ -59,3 +71,13 @@ def test_files_of_an_unused_part_are_not_asked_for(tmp_path, host):
     assert any(p.startswith("model.llm.path: ") for p in missing_paths(validate_config(data, host)))
     data["objective"] = {"type": "image_side"}
     assert not [p for p in missing_paths(validate_config(data, host)) if p.startswith("model.llm")]
+
+
+def test_an_objective_checks_the_whole_config(tmp_path, host):
+    data = tiny_config(tmp_path / "run")
+    data["objective"] = {"type": "pairs"}
+    validate_config(data, host)
+    data["data"]["batch_size"] = 1
+    with pytest.raises(ConfigError) as error:
+        validate_config(data, host)
+    assert error.value.problems == ["data.batch_size: 1; the 'pairs' objective needs 2 or more"]

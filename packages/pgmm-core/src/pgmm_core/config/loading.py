@@ -139,10 +139,19 @@ def validate_config(
         problems.extend(format_errors(exc, data, root, host))
         raise ConfigError(problems, source) from None
     problems.extend(_missing_parts(config))
+    if not problems:
+        problems.extend(_objective_problems(config))
     if problems:
         raise ConfigError(problems, source)
     config._host = host
     return config
+
+
+def _objective_problems(config: ConfigRoot) -> list[str]:
+    """What the objective finds wrong with the whole config (its config model's optional
+    ``config_problems(config)``), e.g. a global batch too small for a contrastive loss."""
+    check = getattr(getattr(config, "objective", None), "config_problems", None)
+    return list(check(config)) if callable(check) else []
 
 
 def _missing_parts(config: ConfigRoot) -> list[str]:

@@ -38,6 +38,12 @@ class ObjectiveConfig(ComponentConfig):
 
     parts: ClassVar[frozenset[str]] = MODEL_PARTS
 
+    def config_problems(self, config: Any) -> list[str]:
+        """Problems of the whole validated run config for this objective, one line each naming the
+        config path (checked by ``validate`` and before training); none by default. Override it for
+        checks that span sections, e.g. a batch size the loss cannot use."""
+        return []
+
 
 def objective_parts(config: Any) -> frozenset[str]:
     """The model parts the config's objective needs (all four for an objective config that does not
