@@ -53,14 +53,21 @@ def _polygon(shape: str, cx: float, cy: float, r: float, turn: float) -> list[tu
     return points
 
 
+def _pick(rng: random.Random) -> tuple[str, str, str]:
+    return rng.choice(sorted(COLOURS)), rng.choice(SHAPES), rng.choice(sorted(PLACES))
+
+
+def labels(seed: int, split: str, index: int) -> tuple[str, str, str]:
+    """A sample's (colour, shape, place), as :func:`render` draws it, without drawing the image."""
+    return _pick(random.Random(f"synthetic_shapes:{seed}:{split}:{index}"))
+
+
 def render(seed: int, split: str, index: int, size: int) -> tuple[Any, tuple[str, str, str]]:
     """The PIL image and its (colour, shape, place) for one sample."""
     from PIL import Image, ImageDraw
 
     rng = random.Random(f"synthetic_shapes:{seed}:{split}:{index}")
-    colour = rng.choice(sorted(COLOURS))
-    shape = rng.choice(SHAPES)
-    place = rng.choice(sorted(PLACES))
+    colour, shape, place = _pick(rng)
     shade = rng.randint(200, 245)
     image = Image.new("RGB", (size, size), (shade, shade, shade))
     draw = ImageDraw.Draw(image)
@@ -81,7 +88,12 @@ def render(seed: int, split: str, index: int, size: int) -> tuple[Any, tuple[str
 
 
 class SyntheticShapes:
-    """The dataset object: train items carry one caption, eval items all references."""
+    """The dataset object: train items carry one caption, eval items all references and their index.
+
+    An eval split is also a retrieval test set (as ``coco_retrieval``'s): ``texts`` (every image's
+    references in order), ``txt2img`` and ``img2txt``, so the tiny stage-1 demo evaluates zero-shot
+    retrieval on it.
+    """
 
     def __init__(self, config: Any, *, split: str, image_spec: ImageSpec | None = None,
                  image_size: int | None = None) -> None:
@@ -106,7 +118,32 @@ class SyntheticShapes:
         references = [blip_caption(c, max_words=self.config.max_words) for c in describe(colour, shape, place)]
         if self.split == "train":
             return {"image": pixels, "caption": references[0], "image_id": f"shapes_{index}"}
-        return {"image": pixels, "image_id": index, "references": references}
+        return {"image": pixels, "image_id": index, "index": index, "references": references}
+
+    def _references(self, index: int) -> list[str]:
+        return [blip_caption(c, max_words=self.config.max_words)
+                for c in describe(*labels(self.config.seed, self.split, index))]
+
+    @property
+    def texts(self) -> list[str]:
+        """Every image's references, image 0's first (the retrieval queries and candidates)."""
+        return [text for index in range(self._length) for text in self._references(index)]
+
+    @property
+    def txt2img(self) -> Any:
+        import numpy as np
+
+        counts = [len(self._references(index)) for index in range(self._length)]
+        return np.repeat(np.arange(self._length, dtype=np.int64), counts)
+
+    @property
+    def img2txt(self) -> list[list[int]]:
+        out, start = [], 0
+        for index in range(self._length):
+            count = len(self._references(index))
+            out.append(list(range(start, start + count)))
+            start += count
+        return out
 
 
 def build_synthetic_shapes(config: Any, *, split: str, image_spec: ImageSpec | None = None,
