@@ -123,8 +123,13 @@ class TimmEncoderConfig(ComponentConfig):
             return []
         return [RequiredPath(Path(self.checkpoint).expanduser(), "file", f"{self.model_name} weights", "checkpoint")]
 
+BERT_URL = "https://huggingface.co/google-bert/bert-base-uncased"
+WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+
+
 class QFormerConfig(ComponentConfig):
-    """The BLIP-2 Q-Former (transformers' ``Blip2QFormerModel``), query path only."""
+    """The BLIP-2 Q-Former (transformers' ``Blip2QFormerModel``): the query path, and with
+    ``text_side`` also LAVIS' stage-1 text side and heads (:mod:`pgmm_vision.stage1`)."""
 
     type: Literal["qformer"] = "qformer"
     num_query_tokens: int = Field(32, gt=0)
@@ -136,11 +141,21 @@ class QFormerConfig(ComponentConfig):
     dropout: float = Field(0.1, ge=0, lt=1)
     attention_dropout: float = Field(0.1, ge=0, lt=1)
     checkpoint: str | None = Field(
-        None, description="blip2_pretrained.pth (LAVIS), or a transformers BLIP-2 weight file or directory; "
-        "its ln_vision weights go to the model's ln_vision."
+        None, description="blip2_pretrained.pth (LAVIS), a transformers BLIP-2 weight file or directory, or a "
+        "pgmm checkpoint (a stage-1 run's checkpoint directory or model.safetensors); its ln_vision weights go "
+        "to the model's ln_vision."
     )
     bert_init: str | None = Field(
-        None, description="Initialise from a local bert-base checkpoint directory first (as LAVIS does for stage 1).")
+        None, description="Initialise from a local bert-base checkpoint directory first (as LAVIS does for stage 1); "
+        "with text_side also BERT's tokenizer (vocab.txt) and its embeddings, text FFN and LM head.")
+    text_side: bool = Field(
+        False, description="Also build LAVIS' stage-1 text side: text embeddings, text FFN, LM head, vision_proj, "
+        "text_proj, itm_head and temp (Q-Former pretraining). Needs BERT's tokenizer: bert_init, or a "
+        "checkpoint directory that holds vocab.txt.")
+    max_text_len: int = Field(32, gt=1, description="Text side: captions are padded/truncated to this many "
+                              "tokens ([CLS] and [SEP] included), LAVIS' max_txt_len.")
+    embed_dim: int = Field(256, gt=0, description="Text side: width of vision_proj/text_proj (ITC features).")
+    max_position_embeddings: int = Field(512, gt=0, description="Text side: BERT's position embeddings.")
     freeze: bool = False
     grad_checkpointing: bool = Field(False, description="Recompute Q-Former layers in backward to save memory.")
 
@@ -148,8 +163,22 @@ class QFormerConfig(ComponentConfig):
     def _check_heads(self) -> QFormerConfig:
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.text_side:
+            if self.max_text_len > self.max_position_embeddings:
+                raise ValueError(f"max_text_len {self.max_text_len} exceeds max_position_embeddings "
+                                 f"{self.max_position_embeddings}")
+            if not self.bert_init and (not self.checkpoint or self.checkpoint.endswith(WEIGHT_SUFFIXES)):
+                raise ValueError(
+                    "text_side needs BERT's tokenizer (and, without a stage-1 checkpoint, BERT's weights): "
+                    f"download bert-base-uncased from {BERT_URL} (config.json, vocab.txt, model.safetensors) "
+                    "into one directory and set model.connector.bert_init to that directory")
         return self
 
+    def tokenizer_dir(self) -> Path | None:
+        """Where the text side's ``vocab.txt`` is read: ``bert_init``, else a checkpoint directory."""
+        if not self.text_side:
+            return None
+        return Path(self.bert_init or self.checkpoint or "").expanduser()
 
     def required_paths(self) -> list[RequiredPath]:
         """What ``validate`` checks exists (:mod:`pgmm_core.config.files`)."""
@@ -158,9 +187,17 @@ class QFormerConfig(ComponentConfig):
             paths.append(RequiredPath(Path(self.checkpoint).expanduser(), "path",
                                       "Q-Former weights: blip2_pretrained.pth of LAVIS", "checkpoint"))
         if self.bert_init:
-            paths.append(RequiredPath(Path(self.bert_init).expanduser(), "directory",
-                                      "a bert-base-uncased checkpoint", "bert_init"))
+            root = Path(self.bert_init).expanduser()
+            paths.append(RequiredPath(root, "directory", f"a bert-base-uncased checkpoint ({BERT_URL})", "bert_init"))
+            if not (root / "pytorch_model.bin").is_file() and not (root / "model.safetensors.index.json").is_file():
+                paths.append(RequiredPath(root / "model.safetensors", "file", f"BERT's weights ({BERT_URL})",
+                                          "bert_init"))
+        tokenizer = self.tokenizer_dir()
+        if tokenizer is not None:
+            field = "bert_init" if self.bert_init else "checkpoint"
+            paths.append(RequiredPath(tokenizer / "vocab.txt", "file", f"BERT's tokenizer ({BERT_URL})", field))
         return paths
+
 
 class LinearProjectorConfig(ComponentConfig):
     type: Literal["linear"] = "linear"

@@ -14,8 +14,11 @@ key; pgmm <-> transformers is not, because transformers keeps one ``qkv.bias`` (
 EVA keeps ``q_bias`` and ``v_bias``. The key bias adds the same amount to every score of a query, so
 softmax cancels it: dropping it when reading a transformers file is exact.
 
-Stage 2 uses only the Q-Former's query path; the stage-1 text path (word/position embeddings, the
-text FFN, the LM head, the contrastive/ITM heads) is recognised and reported as ignored.
+Stage 2 uses only the Q-Former's query path. The stage-1 text side (word/position embeddings, the
+text FFN, the LM head ``Qformer.cls``, ``vision_proj``/``text_proj``/``itm_head``/``temp``) has pgmm
+names too (``connector.embeddings.*``, ``connector.qformer.encoder.layer.{i}.intermediate|output.*``,
+``connector.cls.*``, ``connector.vision_proj.*``, ...; see :mod:`pgmm_vision.stage1`): conversions
+keep it when asked (``text_side=True``), otherwise it is recognised and reported as ignored, by group.
 """
 
 from __future__ import annotations
@@ -33,13 +36,29 @@ LN_VISION = "ln_vision."
 QFORMER = "connector.qformer."
 QUERY_TOKENS = "connector.query_tokens"
 
-# Known keys that stage 2 does not use, by group (the group names appear in load reports).
+# The stage-1 text side in pgmm names, by group (the group names appear in load reports when a
+# connector without a text side, or a stage-2 conversion, leaves it out).
+TEXT_SIDE_GROUPS = (
+    (r"^connector\.embeddings\.", "Q-Former text embeddings"),
+    (r"^connector\.qformer\.encoder\.layer\.\d+\.(intermediate|output)\.", "Q-Former text FFN"),
+    (r"^connector\.cls\.", "Q-Former LM head (Qformer.cls)"),
+    (r"^connector\.(vision_proj|text_proj|itm_head)\.|^connector\.temp$",
+     "stage-1 heads (vision_proj, text_proj, itm_head, temp)"),
+)
+# LAVIS' stage-1 keys outside ``Qformer.bert.encoder`` -> pgmm prefix (the text FFN is renamed with the
+# query path's rules by lavis_qformer_key_to_pgmm).
+_LAVIS_TEXT_SIDE = (
+    ("Qformer.bert.embeddings.word_embeddings.", "connector.embeddings.word_embeddings."),
+    ("Qformer.bert.embeddings.position_embeddings.", "connector.embeddings.position_embeddings."),
+    ("Qformer.bert.embeddings.position_ids", "connector.embeddings.position_ids"),
+    ("Qformer.cls.", "connector.cls."),
+    ("vision_proj.", "connector.vision_proj."),
+    ("text_proj.", "connector.text_proj."),
+    ("itm_head.", "connector.itm_head."),
+    ("temp", "connector.temp"),
+)
+# Known keys that pgmm does not use, by group (the group names appear in load reports).
 _LAVIS_IGNORED = (
-    (r"^Qformer\.bert\.embeddings\.(word_embeddings|position_embeddings|position_ids)\b",
-     "Q-Former text embeddings"),
-    (r"^Qformer\.bert\.encoder\.layer\.\d+\.(intermediate|output)\.", "Q-Former text FFN"),
-    (r"^Qformer\.cls\.", "Q-Former LM head (Qformer.cls)"),
-    (r"^(vision_proj|text_proj|itm_head)\.|^temp$", "stage-1 heads (vision_proj, text_proj, itm_head, temp)"),
     (r"^(opt_proj|llm_proj|t5_proj)\.", "another LLM's projection"),
     (r"^(opt_model|llm_model|t5_model)\.", "another LLM"),
 )
@@ -118,8 +137,28 @@ def pgmm_qformer_key_to_lavis(key: str) -> str:
         ".crossattention.attention.", ".crossattention.self.")
 
 
+def text_side_group(key: str) -> str | None:
+    """The report group of a pgmm key on the Q-Former's stage-1 text side, or None (query path etc.)."""
+    return _group(key, TEXT_SIDE_GROUPS)
+
+
+def _lavis_text_side_to_pgmm(key: str) -> str | None:
+    for lavis, pgmm in _LAVIS_TEXT_SIDE:
+        if key == lavis or (lavis.endswith(".") and key.startswith(lavis)):
+            return pgmm + key[len(lavis):]
+    return None
+
+
+def _pgmm_text_side_to_lavis(key: str) -> str | None:
+    for lavis, pgmm in _LAVIS_TEXT_SIDE:
+        if key == pgmm or (pgmm.endswith(".") and key.startswith(pgmm)):
+            return lavis + key[len(pgmm):]
+    return None
+
+
 def lavis_key_to_pgmm(key: str, *, flat_eva: bool = False) -> str | None:
-    """The pgmm name of one LAVIS key, or None for keys stage 2 does not use (text path, heads)."""
+    """The pgmm name of one LAVIS key (the stage-1 text side included), or None for keys pgmm does
+    not use (another LLM and its projection, EVA-CLIP's head)."""
     if flat_eva:
         return None if _group(key, _EVA_IGNORED) else VISION + key
     if key.startswith("visual_encoder."):
@@ -131,6 +170,9 @@ def lavis_key_to_pgmm(key: str, *, flat_eva: bool = False) -> str | None:
         return QUERY_TOKENS
     if _group(key, _LAVIS_IGNORED):
         return None
+    text_side = _lavis_text_side_to_pgmm(key)
+    if text_side is not None:
+        return text_side
     qformer = lavis_qformer_key_to_pgmm(key)
     return QFORMER + qformer if qformer else None
 
@@ -144,7 +186,7 @@ def pgmm_key_to_lavis(key: str) -> str | None:
         return "query_tokens"
     if key.startswith(QFORMER):
         return pgmm_qformer_key_to_lavis(key[len(QFORMER):])
-    return None
+    return _pgmm_text_side_to_lavis(key)
 
 
 def lavis_to_pgmm(state: dict[str, torch.Tensor], *, flat_eva: bool = False) -> Converted:
@@ -164,8 +206,43 @@ def lavis_to_pgmm(state: dict[str, torch.Tensor], *, flat_eva: bool = False) -> 
 
 
 def pgmm_to_lavis(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """pgmm's vision side in LAVIS BLIP-2 names (other keys, e.g. ``projector.*``, are left out)."""
-    return {lavis: v for k, v in state.items() if (lavis := pgmm_key_to_lavis(k)) is not None}
+    """pgmm's vision side in LAVIS BLIP-2 names (other keys, e.g. ``projector.*``, are left out).
+
+    A stage-1 text side is written as LAVIS' ``Blip2Qformer.state_dict()`` spells it: the LM head's
+    decoder weight and bias, tied in LAVIS to the word embeddings and ``cls.predictions.bias``, under
+    both names, and the ``position_ids`` buffer, so that LAVIS loads the file without missing keys.
+    """
+    out = {lavis: v for k, v in state.items() if (lavis := pgmm_key_to_lavis(k)) is not None}
+    for first, second in LAVIS_TIED:
+        if first in out and second not in out:
+            out[second] = out[first]
+        elif second in out and first not in out:
+            out[first] = out[second]
+    positions = out.get("Qformer.bert.embeddings.position_embeddings.weight")
+    if positions is not None and "Qformer.bert.embeddings.position_ids" not in out:
+        out["Qformer.bert.embeddings.position_ids"] = torch.arange(positions.shape[0]).unsqueeze(0)
+    return out
+
+
+# LAVIS' BertLMHeadModel ties its LM head to the word embeddings (transformers' tie_weights, again
+# after resize_token_embeddings) and the decoder bias to ``cls.predictions.bias``: one tensor each,
+# two keys each in a state dict.
+LAVIS_TIED = (
+    ("Qformer.bert.embeddings.word_embeddings.weight", "Qformer.cls.predictions.decoder.weight"),
+    ("Qformer.cls.predictions.bias", "Qformer.cls.predictions.decoder.bias"),
+)
+
+
+def drop_text_side(converted: Converted) -> Converted:
+    """Move the stage-1 text side out of ``converted.tensors`` into its report groups (stage 2, and any
+    connector without a text side, leaves it out)."""
+    for key in list(converted.tensors):
+        group = text_side_group(key)
+        if group is not None:
+            converted.ignore(group, converted.origin.get(key, key))
+            del converted.tensors[key]
+            converted.origin.pop(key, None)
+    return converted
 
 
 # --- pgmm <-> transformers ---------------------------------------------------------------------------------
@@ -302,23 +379,29 @@ def hf_to_pgmm(state: dict[str, torch.Tensor]) -> Converted:
 # --- any -> any ------------------------------------------------------------------------------------------
 
 
-def to_pgmm(state: dict[str, torch.Tensor], source: Format | None = None) -> Converted:
-    """Bring a state dict of any known layout to pgmm names (``source`` is detected when omitted)."""
+def to_pgmm(state: dict[str, torch.Tensor], source: Format | None = None, *,
+            text_side: bool = False) -> Converted:
+    """Bring a state dict of any known layout to pgmm names (``source`` is detected when omitted).
+    The Q-Former's stage-1 text side is kept with ``text_side``, else reported as ignored."""
     source = source or detect_format(state)
     if source == "pgmm":
-        return Converted(tensors=dict(state), origin={k: k for k in state})
-    if source == "hf":
-        return hf_to_pgmm(state)
-    return lavis_to_pgmm(state, flat_eva=source == "eva")
+        converted = Converted(tensors=dict(state), origin={k: k for k in state})
+    elif source == "hf":
+        converted = hf_to_pgmm(state)
+    else:
+        converted = lavis_to_pgmm(state, flat_eva=source == "eva")
+    return converted if text_side else drop_text_side(converted)
 
 
 def convert_state_dict(state: dict[str, torch.Tensor], to: Format,
-                       source: Format | None = None) -> dict[str, torch.Tensor]:
+                       source: Format | None = None, *, text_side: bool = False) -> dict[str, torch.Tensor]:
     """Convert the vision side of a checkpoint between LAVIS, pgmm and transformers BLIP-2 names.
 
-    This is what ``python -m pgmm_core convert`` calls. Keys that stage 2 does not use are dropped.
+    This is what ``python -m pgmm_core convert`` calls. Keys that stage 2 does not use are dropped,
+    unless ``text_side`` keeps the Q-Former's stage-1 text side and heads (transformers' BLIP-2 has
+    no LM head nor ``temp``: a transformers output keeps only the text FFN of them).
     """
-    pgmm = to_pgmm(state, source).tensors
+    pgmm = to_pgmm(state, source, text_side=text_side).tensors
     if to == "pgmm":
         return pgmm
     if to == "hf":

@@ -4,6 +4,9 @@ LAVIS' query path and ``Blip2QFormerModel(use_qformer_text_input=False)`` are th
 queries pass the embeddings LayerNorm and dropout (no position embeddings), then post-LN BERT layers
 with self-attention, cross-attention to the vision tokens on every ``cross_attention_freq``-th layer
 (0, 2, 4, ...), and the query FFN (``intermediate_query``/``output_query``).
+
+With ``text_side`` the factory builds :class:`pgmm_vision.stage1.text_side.QFormerWithTextSide` instead: the
+same query path plus LAVIS' stage-1 text side and heads (the stage-1 API is documented there).
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ logger = logging.getLogger(__name__)
 class QFormerConnector(nn.Module):
     """Learned queries cross-attend to the vision tokens; returns the last hidden state (B×Q×H)."""
 
-    def __init__(self, config, encoder_width: int) -> None:
+    def __init__(self, config, encoder_width: int, text_input: dict | None = None) -> None:
+        """``text_input``: ``vocab_size``, ``max_position_embeddings``, ``pad_token_id`` of a text side
+        (transformers then adds the text FFN ``intermediate``/``output`` to every layer)."""
         super().__init__()
         from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
@@ -34,7 +39,8 @@ class QFormerConnector(nn.Module):
             layer_norm_eps=1e-12,
             cross_attention_frequency=config.cross_attention_freq,
             encoder_hidden_size=encoder_width,
-            use_qformer_text_input=False,
+            use_qformer_text_input=text_input is not None,
+            **(text_input or {}),
         )
         self.qformer = Blip2QFormerModel(qconfig)
         # LAVIS: query_tokens ~ N(0, initializer_range 0.02)
@@ -49,6 +55,7 @@ class QFormerConnector(nn.Module):
         self.out_features = config.hidden_size
         self.num_query_tokens = config.num_query_tokens
         self.encoder_width = encoder_width
+        self.text_side = text_input is not None  # the stage-1 subclass owns the text side's modules
         self.frozen = config.freeze  # pgmm_core.build_model freezes it
         self._vision_norm: dict[str, torch.Tensor] | None = None
 
@@ -69,7 +76,13 @@ class QFormerConnector(nn.Module):
 def build_qformer(config, *, encoder_width: int) -> QFormerConnector:
     from pgmm_vision.checkpoints import init_qformer_from_bert, load_qformer_state, not_llm, read_state_dict
 
-    connector = QFormerConnector(config, encoder_width)
+    if config.text_side:
+        from pgmm_vision.stage1.text_side import QFormerWithTextSide
+        from pgmm_vision.stage1.tokenizer import load_tokenizer
+
+        connector = QFormerWithTextSide(config, encoder_width, load_tokenizer(config.tokenizer_dir()))
+    else:
+        connector = QFormerConnector(config, encoder_width)
     if config.bert_init:
         logger.info(init_qformer_from_bert(connector, config.bert_init).summary())
     if config.checkpoint:

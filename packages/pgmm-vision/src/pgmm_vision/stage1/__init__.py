@@ -1,1 +1,33 @@
-"""BLIP-2 stage 1: Q-Former pretraining (ITC, ITM, ITG) and its zero-shot image-text retrieval evaluation."""
+"""BLIP-2 stage 1: the Q-Former's text side and heads (LAVIS ``Blip2Qformer``), for Q-Former pretraining.
+
+``model.connector.text_side: true`` on the ``qformer`` connector builds :class:`QFormerWithTextSide`,
+which the ITC/ITM/ITG objective and the retrieval evaluation use through ``model.connector``:
+
+=========================================================  ==========================================
+``connector.tokenizer``                                     transformers ``BertTokenizer`` + ``[DEC]`` as bos
+``connector.max_text_len``                                  32 by default (LAVIS ``max_txt_len``)
+``connector.tokenize(texts, device=None) -> TextBatch``     ``input_ids``, ``attention_mask`` (B×max_text_len,
+                                                            padded and truncated as LAVIS), ``truncated`` count
+``connector.image_side(vision_embeds)``                     ``(query_output B×Q×H, image_feats B×Q×embed_dim)``,
+                                                            ``image_feats`` L2-normalised ``vision_proj``
+``connector.text_feature(input_ids, attention_mask)``       B×embed_dim, L2-normalised ``text_proj`` of the
+                                                            text-only pass's [CLS]
+``connector.itm_logits(vision_embeds, input_ids, mask)``    k×2: queries and text in one bidirectional pass,
+                                                            queries cross-attend the image, ``itm_head`` on
+                                                            the query positions averaged
+``connector.itg_loss(vision_embeds, input_ids, mask)``      scalar LM loss (label smoothing 0.1; ``[DEC]``
+                                                            replaces the first token; pads -100)
+``connector.temp``                                          ``nn.Parameter`` 0.07 (LAVIS' ``Blip2Qformer``
+                                                            neither clamps nor otherwise touches it)
+=========================================================  ==========================================
+
+``vision_embeds`` is the tower's output after ``ln_vision`` (``model.encode_image(...).vision_embeds``).
+The connector's ``forward`` is still the query path (stage 2's contract).
+
+Modules: :mod:`.text_side` (the connector), :mod:`.tokenizer` (BERT + ``[DEC]``), :mod:`.masks`
+(ITG's attention mask), :mod:`.weights` (loading and BERT initialisation of the text side).
+Zero-shot image-text retrieval, stage 1's evaluation: :mod:`.retrieval` (``evaluate_retrieval``),
+:mod:`.retrieval_shards`, :mod:`.retrieval_metrics`, :mod:`.retrieval_settings` (its config) and
+:mod:`.retrieval_testing` (table stand-ins for tests and benchmarks).
+This package's ``__init__`` imports nothing, so that config modules placed here stay import-cheap.
+"""
