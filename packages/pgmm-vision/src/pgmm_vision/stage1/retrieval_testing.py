@@ -108,7 +108,7 @@ class TableDataset:
         if index in self.bad:
             return {"bad": f"image{index}.jpg: cannot identify image file", "index": index}
         return {"image": torch.full((3, 2, 2), float(index)), "index": index, "image_id": self.image_ids[index],
-                "references": [f"t{j}" for j in self.img2txt[index]]}
+                "references": [f"t{j}" for j in np.flatnonzero(self.txt2img == index)]}
 
 
 def table_model(similarity: torch.Tensor, itm: torch.Tensor, queries: int = 2) -> TableModel:
