@@ -53,8 +53,8 @@ class CaptionedTable(TableDataset):
 
     @property
     def texts(self) -> list[str]:
-        generator = np.random.default_rng(3)
-        return [" ".join(generator.choice(WORDS, size=4)) for _ in range(len(self.txt2img))]
+        generator = np.random.default_rng(3)  # text 0 has more tokens than max_text_len: it is cut
+        return [" ".join(generator.choice(WORDS, size=9 if j == 0 else 4)) for j in range(len(self.txt2img))]
 
 
 def brute_force(model, data):
@@ -75,11 +75,13 @@ def brute_force(model, data):
     return scores
 
 
-def test_evaluation_equals_brute_force_with_the_stage1_connector(model):
+def test_evaluation_equals_brute_force_with_the_stage1_connector(model, caplog):
     data = CaptionedTable(np.repeat(np.arange(4), 5), image_ids=[10, 20, 30, 40])
     context = ThreadRankContext(device=torch.device("cpu"), policy=None, collectives=None, batch_size=3,
                                 num_workers=0, eval=SimpleNamespace(max_images=None))
-    output = evaluate_retrieval(model, data, context, RetrievalSettings(k_test=20, itm_batch_size=7))
+    with caplog.at_level("INFO", logger="pgmm_vision.stage1.retrieval"):
+        output = evaluate_retrieval(model, data, context, RetrievalSettings(k_test=20, itm_batch_size=7))
+    assert "1 of 20 captions were longer than the text limit" in caplog.text
     scores = brute_force(model, data)
     txt2img = torch.as_tensor(data.txt2img)
     expected_text_ranks = text_ranks(rank_all(scores), torch.arange(4), txt2img)
