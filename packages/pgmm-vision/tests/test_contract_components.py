@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pgmm_core.testing.contracts import ConnectorContract, ProjectorContract, VisionEncoderContract
 
 TINY_EVA = {"image_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2, "mlp_dim": 64}
@@ -40,3 +42,19 @@ class TestIdentity(ProjectorContract):
     component = "identity"
     distribution = "pgmm-vision"
     in_features = out_features = 32
+
+
+class TestQFormerTextSide(ConnectorContract):
+    """The stage-1 Q-Former is still a connector (its forward is the query path)."""
+
+    component = "qformer"
+    distribution = "pgmm-vision"
+    config = {**TestQFormer.config, "text_side": True, "max_position_embeddings": 16, "max_text_len": 8,
+              "embed_dim": 8}
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def component_fields(cls, tmp_path_factory, bert_writer):
+        bert = bert_writer(tmp_path_factory.mktemp("bert") / "bert", hidden=32, layers=2, heads=2, ffn=64,
+                              vocab_size=99, max_positions=16)
+        return {**cls.config, "bert_init": str(bert)}

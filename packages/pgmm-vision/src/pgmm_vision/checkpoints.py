@@ -11,7 +11,9 @@ Files understood (see :mod:`pgmm_vision.keymap` for the key layouts):
 ``.pth``/``.bin`` files are read with ``torch.load(weights_only=True)`` (memory-mapped when the
 format allows), so a checkpoint cannot run code. Loading is strict: a missing key or a shape that
 differs fails with the key and both shapes; keys of other components or of the stage-1 text path
-are counted in the report, never silently dropped.
+are counted in the report, never silently dropped. A Q-Former with a text side
+(:mod:`pgmm_vision.stage1`) loads that text path too, from LAVIS files and from pgmm checkpoints of
+stage-1 runs; a Q-Former without one takes a stage-1 checkpoint's query path and reports the rest.
 """
 
 from __future__ import annotations
@@ -225,10 +227,10 @@ def _take(converted: Converted, prefix: str, report: LoadReport) -> tuple[dict[s
 
 
 def convert_checkpoint(state: dict[str, torch.Tensor], source: str, report: LoadReport,
-                       fmt: Format | None = None) -> tuple[Converted, Format]:
+                       fmt: Format | None = None, *, text_side: bool = False) -> tuple[Converted, Format]:
     fmt = fmt or detect_format(state)
     report.format = FORMAT_NAMES[fmt]
-    converted = to_pgmm(state, fmt)
+    converted = to_pgmm(state, fmt, text_side=text_side)
     if converted.unrecognised:
         report.unexpected = sorted(converted.unrecognised)
         raise CheckpointError(f"{source}: keys that no {report.format} checkpoint has: "
@@ -288,10 +290,12 @@ def load_vision_state(model: nn.Module, state: dict[str, torch.Tensor], source: 
 
 def load_qformer_state(connector: nn.Module, state: dict[str, torch.Tensor], source: str,
                        ) -> tuple[LoadReport, dict[str, torch.Tensor] | None]:
-    """Load ``query_tokens`` and the Q-Former's query path; return the file's ``ln_vision`` tensors
-    (LAVIS and transformers store them beside the Q-Former), which the model copies into its own."""
-    report = LoadReport("Q-Former", source)
-    converted, fmt = convert_checkpoint(state, source, report)
+    """Load ``query_tokens`` and the Q-Former's query path (and its stage-1 text side when the connector
+    has one); return the file's ``ln_vision`` tensors (LAVIS and transformers store them beside the
+    Q-Former), which the model copies into its own."""
+    text_side = getattr(connector, "text_side", False)
+    report = LoadReport("Q-Former" + (" with text side" if text_side else ""), source)
+    converted, fmt = convert_checkpoint(state, source, report, text_side=text_side)
     norm = {k[len(LN_VISION):]: v for k, v in converted.tensors.items() if k.startswith(LN_VISION)}
     if norm:
         report.notes.append("ln_vision handed to the model")
@@ -302,42 +306,76 @@ def load_qformer_state(connector: nn.Module, state: dict[str, torch.Tensor], sou
     if not tensors:
         raise CheckpointError(f"{source} ({report.format}) holds no Q-Former weights (Qformer.bert.*, "
                               f"query_tokens); {DOWNLOAD_HINTS['blip2']}")
+    check_encoder_width(connector, tensors, origin, source)
+    if text_side:
+        from pgmm_vision.stage1.weights import prepare_checkpoint
+
+        prepare_checkpoint(tensors, origin, source, report.notes)
     copy_into(connector, tensors, origin=origin, source=source, report=report,
               spell=lambda key: source_name(fmt, "connector." + key))
     return report, norm or None
 
 
-def bert_to_qformer(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def check_encoder_width(connector: nn.Module, tensors: dict[str, torch.Tensor], origin: dict[str, str],
+                        source: str) -> None:
+    """A Q-Former's cross-attention reads features of one width: refuse a checkpoint trained on another
+    encoder's, naming both widths (before the strict load would name one shape)."""
+    for key, value in tensors.items():
+        if re.match(r"^qformer\.encoder\.layer\.\d+\.crossattention\.attention\.key\.weight$", key):
+            width = value.shape[-1]
+            if width != connector.encoder_width:
+                raise CheckpointError(
+                    f"{source}: this Q-Former reads {width}-wide vision features, but the model's vision tower "
+                    f"gives {connector.encoder_width}-wide ones: '{origin.get(key, key)}' has shape "
+                    f"{tuple(value.shape)}, this tower needs {(value.shape[0], connector.encoder_width)}. Use it "
+                    f"with the encoder it was trained with (width {width}), or pretrain a Q-Former for this "
+                    "tower (stage 1)")
+            return
+
+
+def bert_to_qformer(state: dict[str, torch.Tensor], *, text_side: bool = False,
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """LAVIS' ``init_Qformer`` from bert-base: embeddings LayerNorm, self-attention and FFN of each
-    layer; the query FFN starts as a copy of the text FFN (``Blip2Qformer.__init__``). Old BERT files
+    layer; the query FFN starts as a copy of the text FFN (``Blip2Qformer.__init__``). With
+    ``text_side``, the text FFN, the word/position embeddings and the LM head too. Old BERT files
     spell LayerNorm parameters ``gamma``/``beta``."""
+    from pgmm_vision.stage1.weights import bert_text_side_key  # (a small module; torch is loaded already)
+
     tensors: dict[str, torch.Tensor] = {}
     origin: dict[str, str] = {}
     for source_key, value in state.items():
         key = source_key[len("bert."):] if source_key.startswith("bert.") else source_key
         key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+        targets = []
         if key.startswith("embeddings.LayerNorm."):
-            target = "qformer.layernorm." + key.rsplit(".", 1)[1]
+            targets.append("qformer.layernorm." + key.rsplit(".", 1)[1])
         elif (match := re.match(r"^encoder\.layer\.(\d+)\.(.*)$", key)):
             layer, rest = match.groups()
             rest = rest.replace("attention.self.", "attention.attention.")
-            if rest.startswith(("intermediate.", "output.")):
+            if rest.startswith(("intermediate.", "output.")):  # BERT's FFN: the query FFN's start
                 head, tail = rest.split(".", 1)
-                rest = f"{head}_query.{tail}"
-            target = f"qformer.encoder.layer.{layer}.{rest}"
-        else:
-            continue  # word/position/token-type embeddings, pooler, MLM head: not on the query path
-        tensors[target] = value
-        origin[target] = source_key
+                targets.append(f"qformer.encoder.layer.{layer}.{head}_query.{tail}")
+                if text_side:  # and the text FFN's
+                    targets.append(f"qformer.encoder.layer.{layer}.{rest}")
+            else:
+                targets.append(f"qformer.encoder.layer.{layer}.{rest}")
+        elif text_side and (target := bert_text_side_key(key)) is not None:
+            targets.append(target)
+        # else: token-type embeddings, pooler, NSP head (and without a text side the embeddings and
+        # MLM head): not used
+        for target in targets:
+            tensors[target] = value
+            origin[target] = source_key
     return tensors, origin
 
 
 def init_qformer_from_bert(connector: nn.Module, directory: str) -> LoadReport:
     """Initialise the Q-Former from a local bert-base checkpoint directory, as LAVIS does before
     stage 1. Cross-attention and the query tokens keep their random initialisation."""
+    text_side = getattr(connector, "text_side", False)
     report = LoadReport("Q-Former (BERT init)", directory, format="BERT")
     state = read_state_dict(directory)
-    tensors, origin = bert_to_qformer(state)
+    tensors, origin = bert_to_qformer(state, text_side=text_side)
     if not tensors:
         raise CheckpointError(f"{directory} holds no BERT encoder weights (bert.encoder.layer.*)")
     own = connector.state_dict()
@@ -348,8 +386,15 @@ def init_qformer_from_bert(connector: nn.Module, directory: str) -> LoadReport:
         for key in deeper:
             del tensors[key]
     optional = [k for k in own if ".crossattention." in k or k == "query_tokens"]
+    kept = "cross-attention and query_tokens"
+    if text_side:
+        from pgmm_vision.stage1.weights import fit_vocabulary
+
+        heads = fit_vocabulary(connector, tensors, directory, report.notes)
+        optional += heads
+        kept = "cross-attention, query_tokens, vision_proj, text_proj, itm_head and temp"
     copy_into(connector, tensors, origin=origin, source=directory, report=report, optional=optional)
-    report.notes.append(f"kept random: cross-attention and query_tokens ({len(optional)} tensors)")
+    report.notes.append(f"kept random: {kept} ({len(optional)} tensors)")
     return report
 
 

@@ -9,6 +9,11 @@ projector is carried along as ``language_projection.*`` (transformers) or ``llm_
 A pgmm-layout ``.safetensors`` output loads as ``model.vision.checkpoint`` and
 ``model.connector.checkpoint``. Outputs: ``.safetensors`` (any layout) or ``.pth`` (LAVIS writes
 ``{"model": state_dict}``, as LAVIS' own loaders expect).
+
+The Q-Former's stage-1 text side (embeddings, text FFN, LM head, ``vision_proj``, ``text_proj``,
+``itm_head``, ``temp``) is carried over from pgmm sources (a stage-1 run exports to LAVIS'
+``Blip2Qformer`` layout) and, with ``text_side=True`` (``--text-side``), from LAVIS files too;
+otherwise it is counted as not used in stage 2.
 """
 
 from __future__ import annotations
@@ -72,8 +77,11 @@ def _split_projector(state: dict[str, Any], fmt: str) -> tuple[dict[str, Any], d
 
 
 def convert(source: str | Path, target: str | Path, *, to: str, source_format: str | None = None,
-            checkpoint: str = "best") -> ConvertReport:
-    """Convert ``source`` and write ``target`` (``.safetensors``, or ``.pth`` for LAVIS)."""
+            checkpoint: str = "best", text_side: bool | None = None) -> ConvertReport:
+    """Convert ``source`` and write ``target`` (``.safetensors``, or ``.pth`` for LAVIS).
+
+    ``text_side``: keep the Q-Former's stage-1 text side and heads; default: kept from a pgmm source
+    (only a stage-1 run has one), dropped from the others (stage 2 does not use it)."""
     from pgmm_vision.keymap import to_pgmm
 
     source = Path(source)
@@ -85,8 +93,9 @@ def convert(source: str | Path, target: str | Path, *, to: str, source_format: s
         raise CheckpointError(f"{source}: --from {source_format}, but its keys are in the {detected} layout "
                               f"(e.g. {next(iter(state), 'none')!r}); leave --from out to use the detected one")
     state, projector = _split_projector(state, detected)
-    pgmm = to_pgmm(state, detected)
-    out = convert_state_dict(pgmm.tensors, to, "pgmm") if pgmm.tensors else {}
+    keep = detected == "pgmm" if text_side is None else text_side
+    pgmm = to_pgmm(state, detected, text_side=keep)
+    out = convert_state_dict(pgmm.tensors, to, "pgmm", text_side=keep) if pgmm.tensors else {}
     out.update({PROJECTOR_NAMES[to] + k: v for k, v in projector.items()})
     if not out:
         raise CheckpointError(f"{source} holds no vision-side or projector weights to convert")

@@ -57,6 +57,13 @@ _LAVIS_TEXT_SIDE = (
     ("itm_head.", "connector.itm_head."),
     ("temp", "connector.temp"),
 )
+# LAVIS' BertLMHeadModel ties its LM head to the word embeddings (transformers' tie_weights, again
+# after resize_token_embeddings) and the decoder bias to ``cls.predictions.bias``: one tensor each,
+# two keys each in a state dict.
+LAVIS_TIED = (
+    ("Qformer.bert.embeddings.word_embeddings.weight", "Qformer.cls.predictions.decoder.weight"),
+    ("Qformer.cls.predictions.bias", "Qformer.cls.predictions.decoder.bias"),
+)
 # Known keys that pgmm does not use, by group (the group names appear in load reports).
 _LAVIS_IGNORED = (
     (r"^(opt_proj|llm_proj|t5_proj)\.", "another LLM's projection"),
@@ -222,15 +229,6 @@ def pgmm_to_lavis(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if positions is not None and "Qformer.bert.embeddings.position_ids" not in out:
         out["Qformer.bert.embeddings.position_ids"] = torch.arange(positions.shape[0]).unsqueeze(0)
     return out
-
-
-# LAVIS' BertLMHeadModel ties its LM head to the word embeddings (transformers' tie_weights, again
-# after resize_token_embeddings) and the decoder bias to ``cls.predictions.bias``: one tensor each,
-# two keys each in a state dict.
-LAVIS_TIED = (
-    ("Qformer.bert.embeddings.word_embeddings.weight", "Qformer.cls.predictions.decoder.weight"),
-    ("Qformer.cls.predictions.bias", "Qformer.cls.predictions.decoder.bias"),
-)
 
 
 def drop_text_side(converted: Converted) -> Converted:

@@ -103,10 +103,11 @@ def recipe_tensor(name: str, shape: list[int], seed: int) -> torch.Tensor:
 
 
 def load_seeded_weights(model: nn.Module, meta: dict) -> int:
-    """Regenerate the case's LAVIS weights key by key and copy those stage 2 uses into ``model``.
+    """Regenerate the case's LAVIS weights key by key and copy those ``model`` has into it (the
+    stage-1 text side only when its connector has one).
 
     The seed of a key is ``base_seed + its index in the sorted full LAVIS key list`` (text-path keys
-    included, though they are not generated here). Returns the number of parameters set.
+    included). Returns the number of parameters set.
     """
     from pgmm_vision.keymap import lavis_key_to_pgmm
 
@@ -117,7 +118,7 @@ def load_seeded_weights(model: nn.Module, meta: dict) -> int:
     with torch.no_grad():
         for index, (key, shape, first) in enumerate(meta["params"]):
             target = lavis_key_to_pgmm(key)
-            if target is None:
+            if target is None or target not in own:  # e.g. the text side of a stage-2 model
                 continue
             value = recipe_tensor(key, shape, meta["base_seed"] + index)
             if abs(value.reshape(-1)[0].item() - first) > 1e-6:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pgmm_vision.qformer import QFormerConnector
-from pgmm_vision.stage1.masks import itg_attention_mask
+from pgmm_vision.stage1.decoder import decode_text
 
 IGNORE_INDEX = -100
 LM_LABEL_SMOOTHING = 0.1  # LAVIS' BertLMHeadModel.forward
@@ -33,6 +33,16 @@ INITIAL_TEMP = 0.07
 # state-dict aliases of one tensor each (tied as in LAVIS); the first name is the one loaded
 TIED = (("embeddings.word_embeddings.weight", "cls.predictions.decoder.weight"),
         ("cls.predictions.bias", "cls.predictions.decoder.bias"))
+
+
+@dataclass
+class QueryPass:
+    """One batch's query pass: ``query_output`` B×Q×H, ``image_feats`` B×Q×embed_dim (unit norm), and
+    each layer's query input, which ITG's text attends to (LAVIS's ``past_key_values``)."""
+
+    query_output: torch.Tensor
+    image_feats: torch.Tensor
+    layer_inputs: tuple[torch.Tensor, ...]
 
 
 @dataclass
@@ -105,10 +115,17 @@ class QFormerWithTextSide(QFormerConnector):
 
     # --- the three passes ---------------------------------------------------------------------------
 
+    def query_pass(self, vision_embeds: torch.Tensor) -> QueryPass:
+        """The queries cross-attend ``vision_embeds`` (B×N×W); keeps what ITG reuses."""
+        out = self.qformer(query_embeds=self._queries(vision_embeds.shape[0]), encoder_hidden_states=vision_embeds,
+                           encoder_attention_mask=self._vision_mask(vision_embeds), output_hidden_states=True)
+        query_output = out.last_hidden_state
+        return QueryPass(query_output, F.normalize(self.vision_proj(query_output), dim=-1), out.hidden_states[:-1])
+
     def image_side(self, vision_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Query pass: ``(query_output B×Q×H, image_feats B×Q×embed_dim)``, ``image_feats`` unit-norm."""
-        query_output = self(vision_embeds)
-        return query_output, F.normalize(self.vision_proj(query_output), dim=-1)
+        query = self.query_pass(vision_embeds)
+        return query.query_output, query.image_feats
 
     def text_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Text-only pass (bidirectional, no image, text FFN): last hidden state B×L×H."""
@@ -134,27 +151,25 @@ class QFormerWithTextSide(QFormerConnector):
                            encoder_attention_mask=self._vision_mask(vision_embeds))
         return self.itm_head(out.last_hidden_state[:, :num_queries, :]).mean(dim=1)
 
-    def itg_logits(self, vision_embeds: torch.Tensor, decoder_ids: torch.Tensor,
+    def itg_logits(self, source: torch.Tensor | QueryPass, decoder_ids: torch.Tensor,
                    attention_mask: torch.Tensor) -> torch.Tensor:
-        """LM logits B×L×V of the text positions: each text token sees all queries and the text up to
-        itself; the queries see only the queries and the image (:mod:`pgmm_vision.stage1.masks`)."""
-        batch, num_queries = decoder_ids.shape[0], self.num_query_tokens
-        embeds = self.embeddings(input_ids=decoder_ids, query_embeds=self._queries(batch))
-        mask = itg_attention_mask(attention_mask, num_queries, self.qformer.layernorm.weight.dtype)
-        out = self.qformer(query_embeds=embeds, query_length=num_queries, attention_mask=mask,
-                           encoder_hidden_states=vision_embeds,
-                           encoder_attention_mask=self._vision_mask(vision_embeds))
-        return self.cls(out.last_hidden_state[:, num_queries:, :])
+        """LM logits B×L×V of the text: each token sees all queries of ``source`` (a :class:`QueryPass`,
+        or vision embeddings to run one) and the text up to itself (:mod:`pgmm_vision.stage1.decoder`)."""
+        query = source if isinstance(source, QueryPass) else self.query_pass(source)
+        hidden = decode_text(self.qformer, self.embeddings(input_ids=decoder_ids), attention_mask,
+                             query.layer_inputs)
+        return self.cls(hidden)
 
-    def itg_loss(self, vision_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+    def itg_loss(self, source: torch.Tensor | QueryPass, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                  label_smoothing: float = LM_LABEL_SMOOTHING) -> torch.Tensor:
         """Image-grounded generation loss as LAVIS: ``[DEC]`` replaces the first token ([CLS]), labels are
         the ids with pads -100, logits at position t predict token t+1, cross-entropy with label
-        smoothing 0.1 averaged over the labelled tokens."""
+        smoothing 0.1 averaged over the labelled tokens. ``source``: the batch's :class:`QueryPass`
+        (what LAVIS does: the queries are not run again) or its vision embeddings."""
         decoder_ids = input_ids.clone()
         decoder_ids[:, 0] = self.tokenizer.bos_token_id
         labels = decoder_ids.masked_fill(decoder_ids == self.tokenizer.pad_token_id, IGNORE_INDEX)
-        logits = self.itg_logits(vision_embeds, decoder_ids, attention_mask)
+        logits = self.itg_logits(source, decoder_ids, attention_mask)
         shifted = logits[:, :-1, :].reshape(-1, logits.shape[-1])
         return F.cross_entropy(shifted.float(), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX,
                                label_smoothing=label_smoothing)
