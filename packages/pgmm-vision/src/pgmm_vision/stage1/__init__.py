@@ -29,38 +29,6 @@ which the ITC/ITM/ITG objective and the retrieval evaluation use through ``model
 The connector's ``forward`` is still the query path (stage 2's contract). One step of LAVIS's
 ``Blip2Qformer.forward`` in these terms::
 
-``connector.tokenizer``                                     transformers ``BertTokenizer`` + ``[DEC]`` as bos
-``connector.max_text_len``                                  32 by default (LAVIS ``max_txt_len``)
-``connector.tokenize(texts, device=None) -> TextBatch``     ``input_ids``, ``attention_mask`` (B×max_text_len,
-                                                            padded and truncated as LAVIS), ``truncated`` count
-``connector.query_pass(vision_embeds) -> QueryPass``        ``query_output`` B×Q×H, ``image_feats`` B×Q×embed_dim
-                                                            (L2-normalised ``vision_proj``), and the per-layer
-                                                            query states ITG reuses
-``connector.image_side(vision_embeds)``                     ``(query_output, image_feats)`` of a query pass
-``connector.text_feature(input_ids, attention_mask)``       B×embed_dim, L2-normalised ``text_proj`` of the
-                                                            text-only pass's [CLS]
-``connector.itm_logits(vision_embeds, input_ids, mask)``    k×2: queries and text in one bidirectional pass,
-                                                            queries cross-attend the image, ``itm_head`` on
-                                                            the query positions averaged
-``connector.itg_loss(query_pass, input_ids, mask)``         scalar LM loss (label smoothing 0.1; ``[DEC]``
-                                                            replaces the first token; pads -100); the text
-                                                            attends to the given QueryPass's queries as LAVIS
-                                                            (vision embeddings instead run a query pass)
-``connector.temp``                                          ``nn.Parameter`` 0.07 (LAVIS' ``Blip2Qformer``
-                                                            neither clamps nor otherwise touches it)
-=========================================================  ==========================================
-
-``vision_embeds`` is the tower's output after ``ln_vision`` (``model.encode_image(...).vision_embeds``).
-The connector's ``forward`` is still the query path (stage 2's contract). One step of LAVIS's
-``Blip2Qformer.forward`` in these terms::
-
-<<<<<<< HEAD
-Modules: :mod:`.text_side` (the connector), :mod:`.tokenizer` (BERT + ``[DEC]``), :mod:`.masks`
-(ITG's attention mask), :mod:`.weights` (loading and BERT initialisation of the text side).
-Zero-shot image-text retrieval, stage 1's evaluation: :mod:`.retrieval` (``evaluate_retrieval``),
-:mod:`.retrieval_shards`, :mod:`.retrieval_metrics`, :mod:`.retrieval_settings` (its config) and
-:mod:`.retrieval_testing` (table stand-ins for tests and benchmarks).
-=======
     query = connector.query_pass(vision_embeds)                      # B×Q×H, B×Q×256
     text = connector.tokenize(captions, device)
     text_feat = connector.text_feature(text.input_ids, text.attention_mask)   # B×256
