@@ -90,4 +90,5 @@ def test_evaluation_equals_brute_force_with_the_stage1_connector(model, caplog):
     assert [r["rank"] for r in output.results[:4]] == [int(r) for r in expected_text_ranks]
     assert [r["text_ids"] for r in output.results[:4]] == rank_all(scores)[:, :10].tolist()
     ids = [10, 20, 30, 40]
-    assert [r["image_ids"] for r in output.results[4:]] == [[ids[i] for i in row] for row in rank_all(scores.T).tolist()]
+    expected_images = [[ids[i] for i in row] for row in rank_all(scores.T).tolist()]
+    assert [r["image_ids"] for r in output.results[4:]] == expected_images

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -124,7 +125,7 @@ class _Retrieval:
 
     # --- images -----------------------------------------------------------------------------------
 
-    def batches(self):
+    def batches(self) -> Iterable[Any]:
         return self.context.shard_loader(self.dataset, collate_images, max_items=self.num_images)
 
     def encode_own_images(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -115,7 +115,7 @@ def table_model(similarity: torch.Tensor, itm: torch.Tensor, queries: int = 2) -
     """A model whose ITC similarity (max over ``queries`` queries) is ``similarity`` (images x texts,
     entries in (0, 1]) and whose ITM match logits are ``itm``: text features are one-hot, each image's
     first query holds its similarity row, the others a smaller copy of it."""
-    num_images, num_texts = similarity.shape
+    num_texts = similarity.shape[1]
     scale = torch.linspace(1.0, 0.5, queries)
     image_features = similarity[:, None, :] * scale[None, :, None]
     return TableModel(TableConnector(image_features, torch.eye(num_texts), itm))
