@@ -58,14 +58,14 @@ def test_training_checks_the_files_before_building_anything(tmp_path, monkeypatc
     """A typo in a data path is reported at once, by config path, not after the model is built."""
     import pytest
 
-    import pgmm_core.model
+    import pgmm_core.train.build
     from pgmm_core.errors import ConfigError
     from pgmm_core.train import train
 
     def never(*args, **kwargs):
         raise AssertionError("the model was built before the missing file was reported")
 
-    monkeypatch.setattr(pgmm_core.model, "build_model", never)
+    monkeypatch.setattr(pgmm_core.train.build, "build_model", never)  # the name the trainer calls
     data = tiny_config(tmp_path / "run")["data"]
     data["train"] = [{"type": "jsonl_captions", "path": str(tmp_path / "nowhere.jsonl")}]
     with pytest.raises(ConfigError) as error:

@@ -123,3 +123,41 @@ def text_side_config(small_meta, small_bert_dir):
                 "max_position_embeddings": 32, "max_text_len": 12, **fields}
 
     return make
+
+
+# --- stage 1: the qformer_pretrain objective on the tiny model ---------------------------------------
+
+STAGE1_TOWER = {"type": "eva_vit_g", "image_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2,
+                "mlp_dim": 64}
+STAGE1_QFORMER = {"type": "qformer", "num_query_tokens": 4, "hidden_size": 32, "num_layers": 2, "num_heads": 2,
+                  "intermediate_size": 64, "text_side": True, "max_text_len": 12, "embed_dim": 8,
+                  "max_position_embeddings": 16}
+
+
+@pytest.fixture(scope="session")
+def stage1_files(tmp_path_factory):
+    """A BERT directory at the tiny Q-Former's size and a small COCO retrieval tree (train and val)."""
+    from pgmm_data.testing import write_coco_tree
+
+    root = tmp_path_factory.mktemp("stage1")
+    bert = write_bert_dir(root / "bert", hidden=32, layers=2, heads=2, ffn=64, vocab_size=99, max_positions=16)
+    coco = write_coco_tree(root / "coco", train=4, val=3, test=1, size=(40, 32), ground_truth=False).root
+    return {"bert": bert, "coco": coco}
+
+
+@pytest.fixture(scope="session")
+def stage1_config(stage1_files):
+    """``stage1_config(output_dir, **objective)``: the tiny config (dict) with the ``qformer_pretrain``
+    objective: a tiny EVA and the text-side Q-Former, no projector and no LLM, COCO retrieval data."""
+    from pgmm_core.testing import tiny_config
+
+    def make(output_dir, **objective):
+        data = tiny_config(output_dir)
+        data["model"] = {"vision": dict(STAGE1_TOWER),
+                         "connector": {**STAGE1_QFORMER, "bert_init": str(stage1_files["bert"])}}
+        coco = {"type": "coco_retrieval", "root": str(stage1_files["coco"])}
+        data["data"].update(train=[coco], val=[dict(coco)], batch_size=4)
+        data["objective"] = {"type": "qformer_pretrain", **objective}
+        return data
+
+    return make

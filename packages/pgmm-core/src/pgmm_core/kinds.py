@@ -127,7 +127,7 @@ KINDS: tuple[Kind, ...] = (
         name="llm",
         label="LLM backend",
         hook="pgmm_register_llm_backends",
-        slots=(Slot("model.llm"),),
+        slots=(Slot("model.llm", required=False),),  # required by the objectives that use it
         context=(),
         protocol="pgmm_core.components:LLMBackend",
         contract=f"{_CONTRACTS}.llm:LLMBackendContract",

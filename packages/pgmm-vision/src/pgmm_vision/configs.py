@@ -148,6 +148,10 @@ class QFormerConfig(ComponentConfig):
     bert_init: str | None = Field(
         None, description="Initialise from a local bert-base checkpoint directory first (as LAVIS does for stage 1); "
         "with text_side also BERT's tokenizer (vocab.txt) and its embeddings, text FFN and LM head.")
+    tiny_bert: bool = Field(
+        False, description="Initialise from a random-weight tiny BERT of this Q-Former's own sizes (its tokenizer "
+        "spells any lowercase word), created once in the pgmm cache: for demos and tests without a BERT download. "
+        "Replaces bert_init.")
     text_side: bool = Field(
         False, description="Also build LAVIS' stage-1 text side: text embeddings, text FFN, LM head, vision_proj, "
         "text_proj, itm_head and temp (Q-Former pretraining). Needs BERT's tokenizer: bert_init, or a "
@@ -167,18 +171,39 @@ class QFormerConfig(ComponentConfig):
             if self.max_text_len > self.max_position_embeddings:
                 raise ValueError(f"max_text_len {self.max_text_len} exceeds max_position_embeddings "
                                  f"{self.max_position_embeddings}")
-            if not self.bert_init and (not self.checkpoint or self.checkpoint.endswith(WEIGHT_SUFFIXES)):
+            if not self.bert_directory_given and (not self.checkpoint or self.checkpoint.endswith(WEIGHT_SUFFIXES)):
                 raise ValueError(
                     "text_side needs BERT's tokenizer (and, without a stage-1 checkpoint, BERT's weights): "
                     f"download bert-base-uncased from {BERT_URL} (config.json, vocab.txt, model.safetensors) "
                     "into one directory and set model.connector.bert_init to that directory")
         return self
 
+    @model_validator(mode="after")
+    def _one_bert(self) -> QFormerConfig:
+        if self.tiny_bert and self.bert_init:
+            raise ValueError("bert_init and tiny_bert both given: choose one BERT to start from")
+        return self
+
+    @property
+    def bert_directory_given(self) -> bool:
+        return bool(self.bert_init or self.tiny_bert)
+
+    def bert_directory(self) -> Path | None:
+        """The BERT directory to initialise from: ``bert_init``, or the tiny BERT (created on first use)."""
+        if self.tiny_bert:
+            from pgmm_vision.stage1.tiny_bert import TinyBertSpec, ensure_tiny_bert
+
+            return ensure_tiny_bert(TinyBertSpec(
+                hidden_size=self.hidden_size, num_layers=self.num_layers, num_heads=self.num_heads,
+                intermediate_size=self.intermediate_size,
+                max_position_embeddings=self.max_position_embeddings))
+        return Path(self.bert_init).expanduser() if self.bert_init else None
+
     def tokenizer_dir(self) -> Path | None:
-        """Where the text side's ``vocab.txt`` is read: ``bert_init``, else a checkpoint directory."""
+        """Where the text side's ``vocab.txt`` is read: the BERT directory, else a checkpoint directory."""
         if not self.text_side:
             return None
-        return Path(self.bert_init or self.checkpoint or "").expanduser()
+        return self.bert_directory() or Path(self.checkpoint or "").expanduser()
 
     def required_paths(self) -> list[RequiredPath]:
         """What ``validate`` checks exists (:mod:`pgmm_core.config.files`)."""
@@ -192,7 +217,7 @@ class QFormerConfig(ComponentConfig):
             if not (root / "pytorch_model.bin").is_file() and not (root / "model.safetensors.index.json").is_file():
                 paths.append(RequiredPath(root / "model.safetensors", "file", f"BERT's weights ({BERT_URL})",
                                           "bert_init"))
-        tokenizer = self.tokenizer_dir()
+        tokenizer = None if self.tiny_bert else self.tokenizer_dir()  # the tiny BERT is made on first use
         if tokenizer is not None:
             field = "bert_init" if self.bert_init else "checkpoint"
             paths.append(RequiredPath(tokenizer / "vocab.txt", "file", f"BERT's tokenizer ({BERT_URL})", field))

@@ -8,6 +8,8 @@ The goldens (``packages/pgmm-vision/tests/data``, see its README) were produced 
   ``pos_embed``). Runs in CI.
 * ``full_width``: EVA-ViT-g width (1408, 16 heads, MLP 6144) with 2 blocks, bert-base Q-Former.
 * ``full_depth39``: the real EVA-ViT-g (39 blocks) + Q-Former, ~1.17 B parameters.
+* ``stage1_small``, ``stage1_full``: the stage-1 losses (ITC, ITM, ITG) and their gradients against
+  LAVIS' ``Blip2Qformer.forward`` (:mod:`pgmm_vision.stage1.parity`).
 
 The full cases store only outputs: their weights are regenerated here from per-key seeds (the
 recipe of the goldens' README) and copied in under pgmm's names via :mod:`pgmm_vision.keymap`.
@@ -16,6 +18,7 @@ Outputs come from :meth:`pgmm_core.model.MultimodalModel.encode_image`, i.e. pgm
 
     python -m pgmm_vision.parity                    # small + full_width
     python -m pgmm_vision.parity --case full_depth39  # ~6 GB RAM, about a minute on 2 cores
+    python -m pgmm_vision.parity --case stage1_full   # stage-1 losses at full size
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-CASES = ("small", "full_width", "full_depth39")
+CASES = ("small", "full_width", "full_depth39", "stage1_small", "stage1_full")
 ATOL = 1e-4
 
 
@@ -227,6 +230,12 @@ def run_full(case: str, data_dir: Path | None = None, atol: float = ATOL) -> Cas
 
 
 def run_case(case: str, data_dir: Path | None = None, atol: float = ATOL) -> CaseResult:
+    if case.startswith("stage1_"):  # the stage-1 losses and gradients (pgmm_vision.stage1.parity)
+        from pgmm_vision.stage1 import parity as stage1
+
+        if case == "stage1_small":
+            return stage1.run_stage1_small(data_dir, min(atol, stage1.SMALL_ATOL))
+        return stage1.run_stage1_full(data_dir, atol)
     return run_small(data_dir, atol) if case == "small" else run_full(case, data_dir, atol)
 
 

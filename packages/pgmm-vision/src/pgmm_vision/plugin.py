@@ -1,4 +1,4 @@
-"""pgmm-vision's plugin: registers its encoders, connector and projectors (import-cheap)."""
+"""pgmm-vision's plugin: registers its encoders, connector, projectors and the stage-1 objective (import-cheap)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pgmm_vision.configs import (
     QFormerConfig,
     TimmEncoderConfig,
 )
+from pgmm_vision.stage1.configs import QFormerPretrainConfig
 
 
 @hookimpl
@@ -37,6 +38,12 @@ def pgmm_register_projectors(registrar):
                   description="one Linear layer")
     registrar.add("identity", "pgmm_vision.projectors:build_identity", IdentityProjectorConfig,
                   description="no projection (connector width must equal the LLM's)")
+
+
+@hookimpl
+def pgmm_register_objectives(registrar):
+    registrar.add("qformer_pretrain", "pgmm_vision.stage1.objective:build_qformer_pretrain", QFormerPretrainConfig,
+                  description="BLIP-2 stage 1: ITC + ITM + ITG on the tower and Q-Former (no LLM), retrieval eval")
 
 
 @hookimpl

@@ -83,8 +83,8 @@ def build_qformer(config, *, encoder_width: int) -> QFormerConnector:
         connector = QFormerWithTextSide(config, encoder_width, load_tokenizer(config.tokenizer_dir()))
     else:
         connector = QFormerConnector(config, encoder_width)
-    if config.bert_init:
-        logger.info(init_qformer_from_bert(connector, config.bert_init).summary())
+    if config.bert_directory_given:
+        logger.info(init_qformer_from_bert(connector, str(config.bert_directory())).summary())
     if config.checkpoint:
         state = read_state_dict(config.checkpoint, hint="blip2", wanted=not_llm)
         report, connector._vision_norm = load_qformer_state(connector, state, config.checkpoint)

@@ -66,8 +66,13 @@ def _required(component: ComponentConfig, path: tuple[Any, ...]) -> list[Require
 
 def missing_paths(config: BaseModel) -> list[str]:
     """One line per path the run would open that does not exist, named by its config path."""
+    from pgmm_core.config.sections import MODEL_PARTS, objective_parts
+
+    unused = MODEL_PARTS - objective_parts(config) if hasattr(config, "objective") else frozenset()
     problems = []
     for path, component in iter_components(config):
+        if len(path) == 2 and path[0] == "model" and path[1] in unused:
+            continue  # a part the objective does not build opens no file
         where = ".".join(str(part) for part in path)
         missing_dirs: list[Path] = []
         for need in _required(component, path):

@@ -138,10 +138,33 @@ def validate_config(
     except ValidationError as exc:
         problems.extend(format_errors(exc, data, root, host))
         raise ConfigError(problems, source) from None
+    problems.extend(_missing_parts(config))
+    if not problems:
+        problems.extend(_objective_problems(config))
     if problems:
         raise ConfigError(problems, source)
     config._host = host
     return config
+
+
+def _objective_problems(config: ConfigRoot) -> list[str]:
+    """What the objective finds wrong with the whole config (its config model's optional
+    ``config_problems(config)``), e.g. a global batch too small for a contrastive loss."""
+    check = getattr(getattr(config, "objective", None), "config_problems", None)
+    return list(check(config)) if callable(check) else []
+
+
+def _missing_parts(config: ConfigRoot) -> list[str]:
+    """``model.<part>`` the objective trains with but the config leaves out (a part's slot may be
+    empty only for objectives that do not use it)."""
+    from pgmm_core.config.sections import objective_parts
+
+    model, objective = getattr(config, "model", None), getattr(config, "objective", None)
+    if model is None or objective is None:
+        return []
+    return [f"model.{part}: required field is missing (the '{objective.type}' objective uses it)"
+            for part in sorted(objective_parts(config)) if part in type(model).model_fields
+            and getattr(model, part) is None]
 
 
 def load_config(

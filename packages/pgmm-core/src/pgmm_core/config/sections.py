@@ -7,7 +7,7 @@ for every installation. Defaults follow the LAVIS BLIP-2 stage-2 recipe.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -25,6 +25,30 @@ class ComponentConfig(StrictModel):
     JSON-native types (numbers, strings, lists, nested models): configs are written to and read from
     ``config.json`` in every run directory.
     """
+
+
+MODEL_PARTS = frozenset({"vision", "connector", "projector", "llm"})
+"""The parts :func:`pgmm_core.build_model` can build; an objective's ``parts`` is a subset."""
+
+
+class ObjectiveConfig(ComponentConfig):
+    """Base of objective configs. ``parts`` (a class attribute, not a config field) names the model
+    parts the objective trains with: ``model.<part>`` must then be configured, and the others may be
+    left out (an image-side objective such as Q-Former pretraining needs no ``model.llm``)."""
+
+    parts: ClassVar[frozenset[str]] = MODEL_PARTS
+
+    def config_problems(self, config: Any) -> list[str]:
+        """Problems of the whole validated run config for this objective, one line each naming the
+        config path (checked by ``validate`` and before training); none by default. Override it for
+        checks that span sections, e.g. a batch size the loss cannot use."""
+        return []
+
+
+def objective_parts(config: Any) -> frozenset[str]:
+    """The model parts the config's objective needs (all four for an objective config that does not
+    extend :class:`ObjectiveConfig`)."""
+    return frozenset(getattr(type(config.objective), "parts", MODEL_PARTS))
 
 
 class ModelSection(StrictModel):

@@ -160,6 +160,20 @@ class Collectives:
         dist.all_gather(out, work)
         return [t.to(device=tensor.device, dtype=tensor.dtype) for t in out]
 
+    def all_gather_with_grad(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every rank's ``tensor`` concatenated along dim 0 (rank order), differentiably.
+
+        Contrastive losses need the other ranks' features *with* their graph where a rank's loss
+        depends on them (LAVIS' ``all_gather_with_grad``, used for ITM's image embeddings): the
+        backward sums the gradient of the whole concatenation over ranks (each rank's loss touched
+        every slice) and hands each rank the slice of its own input, as LAVIS' ``GatherLayer``.
+        Tensors travel as float32 both ways (HCCL-safe whatever the input dtype) and come back in the
+        input's dtype. Equal shapes on every rank. With one process the input itself is returned.
+        """
+        if not _initialised() or world_size() == 1:
+            return tensor
+        return _GatherWithGrad.apply(tensor, self)
+
     def all_gather_object(self, obj: Any) -> list[Any]:
         """Gather picklable objects (results lists, RNG states) from every rank.
 
@@ -192,6 +206,24 @@ class Collectives:
     def _wire_copy(self, tensor: torch.Tensor) -> torch.Tensor:
         dtype = self.rules.broadcast_casts.get(tensor.dtype, tensor.dtype)
         return tensor.detach().to(device=self._wire_device(tensor), dtype=dtype, copy=True)
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """:meth:`Collectives.all_gather_with_grad`'s autograd: all_gather forward, all_reduce(sum) of
+    the gradient backward, this rank's slice returned."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor, collectives: Collectives) -> torch.Tensor:
+        ctx.collectives = collectives
+        ctx.rows = tensor.shape[0]
+        parts = collectives.all_gather(tensor.detach().float())
+        return torch.cat(parts, dim=0).to(tensor.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        total = ctx.collectives.all_reduce(grad.float().contiguous(), op="sum")
+        start = rank() * ctx.rows
+        return total[start:start + ctx.rows].to(grad.dtype), None
 
 
 def to_serializable(obj: Any) -> Any:

@@ -17,8 +17,10 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-MODEL_PARTS = frozenset({"vision", "connector", "projector", "llm"})
-"""The parts :func:`pgmm_core.build_model` can build; an objective's ``parts`` is a subset."""
+from pgmm_core.config.sections import MODEL_PARTS, ObjectiveConfig
+
+__all__ = ["MODEL_PARTS", "Batch", "EvalContext", "EvalOutput", "LossOutput", "Objective", "ObjectiveConfig",
+           "ObjectiveModule"]
 
 
 @dataclass

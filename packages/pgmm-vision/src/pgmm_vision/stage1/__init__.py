@@ -1,4 +1,5 @@
-"""BLIP-2 stage 1: the Q-Former's text side and heads (LAVIS ``Blip2Qformer``), for Q-Former pretraining.
+"""BLIP-2 stage 1: Q-Former pretraining (ITC, ITM, ITG) with the Q-Former's text side and heads (LAVIS
+``Blip2Qformer``), and its zero-shot image-text retrieval evaluation.
 
 ``model.connector.text_side: true`` on the ``qformer`` connector builds :class:`QFormerWithTextSide`,
 which the ITC/ITM/ITG objective and the retrieval evaluation use through ``model.connector``:
@@ -38,9 +39,10 @@ The connector's ``forward`` is still the query path (stage 2's contract). One st
 
 Modules: :mod:`.text_side` (the connector), :mod:`.tokenizer` (BERT + ``[DEC]``), :mod:`.decoder`
 (ITG's text pass over the query pass's keys/values), :mod:`.masks` (ITG's attention mask),
-:mod:`.weights` (loading and BERT initialisation of the text side).
-Zero-shot image-text retrieval, stage 1's evaluation: :mod:`.retrieval` (``evaluate_retrieval``),
-:mod:`.retrieval_shards`, :mod:`.retrieval_metrics`, :mod:`.retrieval_settings` (its config) and
-:mod:`.retrieval_testing` (table stand-ins for tests and benchmarks).
+:mod:`.weights` (loading and BERT initialisation of the text side), :mod:`.tiny_bert` (a tiny BERT
+for demos and tests); the ``qformer_pretrain`` objective: :mod:`.configs`, :mod:`.objective`,
+:mod:`.losses` (ITC, ITM, ITG as LAVIS computes them), :mod:`.gather` (the global batch across
+ranks), :mod:`.parity` (against LAVIS goldens); zero-shot image-text retrieval, the objective's
+evaluation: :mod:`.retrieval` and its ``retrieval_*`` modules.
 This package's ``__init__`` imports nothing, so that config modules placed here stay import-cheap.
 """
