@@ -87,3 +87,12 @@ def test_validate_checks_the_split_file(tmp_path):
     config = CocoRetrievalConfig(root=str(tmp_path), split="test")
     paths = {str(p.path) for p in config.required_paths(split="val")}
     assert str(tmp_path / "annotations" / "coco_karpathy_test.json") in paths
+
+
+def test_data_check_decodes_each_test_image_once(flickr):
+    from pgmm_data.check import check_dataset
+
+    config = Flickr30kRetrievalConfig(root=str(flickr.root))
+    report = check_dataset(build_retrieval(config, split="test", image_spec=SPEC), config, "test", workers=1)
+    assert (report.images, report.bad_images, report.samples) == (3, 1, 3)
+    assert str(flickr.images["test"][1]) in report.bad_examples[0]

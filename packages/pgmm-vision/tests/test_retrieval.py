@@ -54,7 +54,8 @@ def test_ranks_and_recalls_of_a_fixed_similarity_matrix():
     txt2img = torch.as_tensor(FIVE_EACH)
     assert text_ranks(rank_all(SIMILARITY), torch.arange(3), txt2img).tolist() == TEXT_RANKS
     assert image_ranks(rank_all(SIMILARITY.T), torch.arange(15), txt2img).tolist() == IMAGE_RANKS
-    metrics = retrieval_metrics(torch.tensor(TEXT_RANKS, dtype=torch.float), torch.tensor(IMAGE_RANKS, dtype=torch.float))
+    metrics = retrieval_metrics(torch.tensor(TEXT_RANKS, dtype=torch.float),
+                                torch.tensor(IMAGE_RANKS, dtype=torch.float))
     assert metrics == pytest.approx(EXPECTED)
 
 

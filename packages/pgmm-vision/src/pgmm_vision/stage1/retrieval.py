@@ -27,8 +27,10 @@ queries and as candidates.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -82,6 +84,8 @@ class _Retrieval:
         limit = getattr(context.eval, "max_images", None)
         self.num_images = len(dataset) if limit is None else min(len(dataset), limit)
         self.name = getattr(dataset, "name", "dataset")
+        self.image_ids: dict[int, int] = {}  # this rank's readable images: dataset index -> image id
+        self.bad_reasons: list[tuple[int, str]] = []  # this rank's unreadable images: (index, reason)
 
     def run(self) -> EvalOutput:
         own_indices, own_features = self.encode_own_images()
@@ -97,6 +101,9 @@ class _Retrieval:
         texts = [self.dataset.texts[int(j)] for j in text_index]
         txt2img = txt2img_all[text_index]
         table = encode_texts(self.connector, texts, self.context, self.settings.text_batch_size, self.autocast)
+        if table.truncated:
+            logger.info("%s: %d of %d captions were longer than the text limit and were cut (as LAVIS does)",
+                        self.name, table.truncated, len(texts))
         k_texts, k_images = min(self.settings.k_test, len(texts)), min(self.settings.k_test, len(good))
         for_images, local_for_texts = itc_candidates(own_features, own_indices, table.features, k_texts, k_images,
                                                      self.settings.block_elements)
@@ -118,15 +125,13 @@ class _Retrieval:
 
     # --- images -----------------------------------------------------------------------------------
 
-    def batches(self):
+    def batches(self) -> Iterable[Any]:
         return self.context.shard_loader(self.dataset, collate_images, max_items=self.num_images)
 
     def encode_own_images(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's readable images: dataset indices and query features (n x Q x D, float32)."""
         indices: list[int] = []
         features = []
-        self.image_ids: dict[int, int] = {}
-        self.bad_reasons: list[tuple[int, str]] = []
         for batch in self.batches():
             self.bad_reasons += list(zip(batch.bad_indices, batch.bad))
             if len(batch) == 0:
@@ -236,7 +241,5 @@ def _rank(value: float) -> int | None:
     return None if math.isinf(value) else int(value)
 
 
-def _no_autocast():
-    import contextlib
-
+def _no_autocast() -> contextlib.AbstractContextManager[None]:
     return contextlib.nullcontext()

@@ -50,11 +50,13 @@ def vision_embeds(model: Any, pixels: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class TextTable:
-    """Token ids, attention masks (CPU) and features (on the device) of the evaluated texts, in order."""
+    """Token ids, attention masks (CPU) and features (on the device) of the evaluated texts, in order,
+    and how many texts the tokenizer cut to its length limit."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     features: torch.Tensor
+    truncated: int = 0
 
 
 def _pad(tensor: torch.Tensor, length: int) -> torch.Tensor:
@@ -70,14 +72,15 @@ def encode_texts(connector: Any, texts: list[str], context: Any, batch_size: int
         tokens = connector.tokenize([texts[p] for p in positions], context.device)
         with autocast():
             features = connector.text_feature(tokens.input_ids, tokens.attention_mask)
-        chunks.append((positions, tokens.input_ids.cpu(), tokens.attention_mask.cpu(), features.float().cpu()))
+        chunks.append((positions, tokens.input_ids.cpu(), tokens.attention_mask.cpu(), features.float().cpu(),
+                       int(getattr(tokens, "truncated", 0))))
     parts = [chunk for rank_chunks in context.gather(chunks) for chunk in rank_chunks]
     length = max(chunk[1].shape[1] for chunk in parts)
     order = torch.as_tensor([p for chunk in parts for p in chunk[0]]).argsort()
     ids = torch.cat([_pad(chunk[1], length) for chunk in parts])[order]
     mask = torch.cat([_pad(chunk[2], length) for chunk in parts])[order]
     features = torch.cat([chunk[3] for chunk in parts])[order]
-    return TextTable(ids, mask, features.to(context.device))
+    return TextTable(ids, mask, features.to(context.device), sum(chunk[4] for chunk in parts))
 
 
 @dataclass

@@ -108,14 +108,14 @@ class TableDataset:
         if index in self.bad:
             return {"bad": f"image{index}.jpg: cannot identify image file", "index": index}
         return {"image": torch.full((3, 2, 2), float(index)), "index": index, "image_id": self.image_ids[index],
-                "references": [f"t{j}" for j in self.img2txt[index]]}
+                "references": [f"t{j}" for j in np.flatnonzero(self.txt2img == index)]}
 
 
 def table_model(similarity: torch.Tensor, itm: torch.Tensor, queries: int = 2) -> TableModel:
     """A model whose ITC similarity (max over ``queries`` queries) is ``similarity`` (images x texts,
     entries in (0, 1]) and whose ITM match logits are ``itm``: text features are one-hot, each image's
     first query holds its similarity row, the others a smaller copy of it."""
-    num_images, num_texts = similarity.shape
+    num_texts = similarity.shape[1]
     scale = torch.linspace(1.0, 0.5, queries)
     image_features = similarity[:, None, :] * scale[None, :, None]
     return TableModel(TableConnector(image_features, torch.eye(num_texts), itm))
