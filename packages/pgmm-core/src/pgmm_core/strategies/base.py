@@ -31,8 +31,10 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pgmm_core.strategies import process_group
 from pgmm_core.strategies.configs import StrategyConfig
 from pgmm_core.strategies.process_group import DistEnv
 
@@ -60,6 +62,8 @@ class Strategy(ABC):
         # The module given to :meth:`wrap` (unwrapped): names the parameters of optimizer state
         # saved by name (see :mod:`pgmm_core.strategies.optimizer_state`).
         self.trained_module: nn.Module | None = None
+        # How long a collective waits for the other ranks (set by setup when a group is joined).
+        self.group_timeout: timedelta | None = None
 
     # --- where this process stands ------------------------------------------------------------------
 
@@ -98,6 +102,20 @@ class Strategy(ABC):
 
     def barrier(self) -> None:
         self.collectives.barrier()
+
+    def lost_peer(self, exc: BaseException) -> str | None:
+        """What happened, for the user, when ``exc`` is a collective that failed because another
+        rank died or stopped answering (see :func:`~pgmm_core.strategies.process_group.lost_peer`);
+        ``None`` for any other failure, which keeps its traceback. A strategy whose backend words
+        such failures otherwise adds its own cases."""
+        detail = process_group.lost_peer(exc) if self.env.distributed else None
+        if detail is None:
+            return None
+        wait = (f"{self.group_timeout.total_seconds():g} s" if self.group_timeout is not None
+                else "the process group's timeout")
+        return (f"rank {self.rank} of {self.world_size} lost contact with the other ranks: a process or node "
+                f"of this run died or stopped answering ({detail}). A collective waits at most {wait} for "
+                "the other ranks (strategy.timeout_s, else PGMM_DIST_TIMEOUT)")
 
     # --- the model and its gradients -------------------------------------------------------------
 
