@@ -29,12 +29,16 @@ TIMEOUT_S = 30  # strategy.timeout_s: how long a collective waits for a silent p
 
 def _node(config: Path, port: int, log: Path, *, host: bool, resume: bool = False) -> subprocess.Popen:
     """One node: ``torchrun`` with 2 processes; the first node hosts the rendezvous (``is_host``:
-    on one machine both would match the endpoint's host name)."""
+    on one machine both would match the endpoint's host name). Its temporary files (torchrun's
+    logs, the claim of the node's report) stay in the test's directory."""
+    tmp = config.parent / "tmp"
+    tmp.mkdir(exist_ok=True)
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=2",
                "--max-restarts=0", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}",
                "--rdzv_id=pgmm-node-loss", f"--rdzv_conf=is_host={int(host)}",
                "-m", "pgmm_core.train", "--config", str(config), *(["--resume", "auto"] if resume else [])]
-    return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            env={**os.environ, "TMPDIR": str(tmp)})
 
 
 def _process_tree(pid: int) -> list[int]:
@@ -55,6 +59,14 @@ def _process_tree(pid: int) -> list[int]:
     return tree
 
 
+def _kill_tree(pid: int) -> None:
+    for each in _process_tree(pid):
+        try:
+            os.kill(each, signal.SIGKILL)
+        except ProcessLookupError:  # ended meanwhile
+            pass
+
+
 def _alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
@@ -68,8 +80,7 @@ def _wait(nodes: list[subprocess.Popen], logs: list[Path], timeout: float) -> No
             assert node.wait(timeout=timeout) == 0, log.read_text()[-4000:]
         finally:
             if node.poll() is None:
-                for pid in _process_tree(node.pid):
-                    os.kill(pid, signal.SIGKILL)
+                _kill_tree(node.pid)
 
 
 @pytest.mark.slow
@@ -89,17 +100,15 @@ def test_a_dead_node_ends_the_run_on_the_other_with_one_message_and_resume_finis
             assert all(n.poll() is None for n in nodes), "\n".join(log.read_text()[-3000:] for log in logs)
             assert time.monotonic() < deadline, "no checkpoint after 240 s"
             time.sleep(0.02)
-        survivors = [pid for pid in _process_tree(nodes[0].pid)]
-        for pid in _process_tree(nodes[1].pid):  # the node dies: its agent and workers at once
-            os.kill(pid, signal.SIGKILL)
+        survivors = _process_tree(nodes[0].pid)
+        _kill_tree(nodes[1].pid)  # the node dies: its agent and workers at once
         killed = time.monotonic()
         returncode = nodes[0].wait(timeout=TIMEOUT_S + 60)
         took = time.monotonic() - killed
     finally:
         for node in nodes:
             if node.poll() is None:
-                for pid in _process_tree(node.pid):
-                    os.kill(pid, signal.SIGKILL)
+                _kill_tree(node.pid)
             node.wait()
     print(f"the surviving node exited {took:.1f} s after the other died")
     output = logs[0].read_text()
@@ -108,7 +117,7 @@ def test_a_dead_node_ends_the_run_on_the_other_with_one_message_and_resume_finis
     assert took < TIMEOUT_S, output[-3000:]
     assert not [pid for pid in survivors if _alive(pid)]  # no worker left behind
 
-    errors = [block for block in output.split("pgmm: error: ")[1:]]
+    errors = output.split("pgmm: error: ")[1:]
     assert len(errors) == 1, output[-6000:]  # one message for the node, not one per process
     message = errors[0]
     assert re.match(r"rank [0-3] of 4 lost contact with the other ranks: a process or node of this run died "
@@ -123,6 +132,7 @@ def test_a_dead_node_ends_the_run_on_the_other_with_one_message_and_resume_finis
     port = free_port()
     nodes = [_node(path, port, logs[0], host=True, resume=True), _node(path, port, logs[1], host=False, resume=True)]
     _wait(nodes, logs, timeout=240)
-    assert f"resumed from {out / 'checkpoints' / f'step-{step:06d}'} (step {step}," in logs[0].read_text()
+    resumed = logs[0].read_text() + logs[1].read_text()  # rank 0's node says it (ranks go by node pid)
+    assert f"resumed from {out / 'checkpoints' / f'step-{step:06d}'} (step {step}," in resumed
     assert [r["step"] for r in log_records(out)] == list(range(1, STEPS + 1))
     assert ckpt.latest_complete(RunDirectory(out).checkpoints)[1]["step"] == STEPS
