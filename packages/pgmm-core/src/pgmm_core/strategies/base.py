@@ -20,6 +20,8 @@ The trainer calls, in this order:
 5. around each evaluation, on every rank: :meth:`evaluation`;
 6. for checkpoints, on every rank: :meth:`model_state` / :meth:`optimizer_state` (``None`` on
    ranks that do not write), :meth:`load_model_state` / :meth:`load_optimizer_state` on resume.
+7. when the run fails: :meth:`lost_peer`, whether the failure is the process group reporting a
+   rank that died or stopped answering (the run then ends with one message per node, exit code 7).
 
 Gradient semantics every strategy keeps: after the synchronising micro-batch, each trainable
 parameter's gradient is the **mean over ranks** of the gradients the ranks accumulated (what DDP
