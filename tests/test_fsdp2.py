@@ -9,7 +9,6 @@ run directory and trains steps 3-4.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -211,10 +210,6 @@ def _node(config_path: Path, port: int, log: Path) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("PGMM_MULTINODE_TESTS") != "1",
-                    reason="opt-in (PGMM_MULTINODE_TESTS=1): a worker of this 2-node run once aborted at exit "
-                           "('terminate called without an active exception') and the other node waited out "
-                           "torchrun's 300 s exit barrier")
 def test_two_nodes_follow_the_one_node_loss_curve(runs, four_ranks):
     """2 "nodes" x 2 processes meeting through a c10d rendezvous on localhost = 4 ranks on one node."""
     tmp = runs[0]

@@ -68,7 +68,7 @@ def test_the_timeout_is_configurable_with_a_stated_default(monkeypatch):
         Fsdp2StrategyConfig(timeout_s=0)
 
 
-def _wait_for_a_silent_peer() -> tuple[str, float]:
+def _wait_for_a_silent_peer() -> tuple[str, float, str | None]:
     """Rank 1 joins and then never takes part; rank 0's all-reduce must fail after timeout_s."""
     import torch
 
@@ -76,16 +76,19 @@ def _wait_for_a_silent_peer() -> tuple[str, float]:
     strategy.setup()
     if strategy.rank == 1:
         time.sleep(6)
-        return ("silent", 0.0)
+        return ("silent", 0.0, None)
     started = time.monotonic()
     try:
         strategy.collectives.all_reduce(torch.ones(2))
     except Exception as exc:  # what the waiting rank sees is the point
-        return (type(exc).__name__, time.monotonic() - started)
-    return ("no error", time.monotonic() - started)
+        return (type(exc).__name__, time.monotonic() - started, strategy.lost_peer(exc))
+    return ("no error", time.monotonic() - started, None)
 
 
 def test_a_collective_with_a_silent_peer_fails_after_the_timeout():
-    (outcome, waited), _ = run_ranks(_wait_for_a_silent_peer, 2, timeout=60)
+    (outcome, waited, what), _ = run_ranks(_wait_for_a_silent_peer, 2, timeout=60)
     assert outcome != "no error"
     assert 1.5 <= waited < 6, waited
+    # recognised as a lost peer: the run ends with one message, not a traceback (test_lost_peer.py)
+    assert what is not None and "stopped answering (Timed out waiting 2000ms" in what, what
+    assert "A collective waits at most 2 s for the other ranks" in what

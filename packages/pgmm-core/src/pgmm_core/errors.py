@@ -12,6 +12,7 @@ class PgmmError(Exception):
     """A problem the user can fix; its message says what and how."""
 
     exit_code = 1
+    shown = True  # false when another process of the run prints the same message
 
 
 class PluginError(PgmmError):
@@ -76,3 +77,15 @@ class TrainingDivergedError(PgmmError):
     non-finite); the last good checkpoint is named."""
 
     exit_code = 6
+
+
+class PeerLostError(PgmmError):
+    """Another process or node of a multi-process run died or stopped answering, so a collective
+    failed (at once, or after the process group's timeout); the message names the last complete
+    checkpoint and how to continue from it. Each rank raises it; one process per node prints it."""
+
+    exit_code = 7
+
+    def __init__(self, message: str, *, shown: bool = True) -> None:
+        super().__init__(message)
+        self.shown = shown

@@ -17,7 +17,8 @@ def run_guarded(action: Callable[[], int]) -> int:
     try:
         return action()
     except PgmmError as exc:
-        print(f"pgmm: error: {exc}", file=sys.stderr)
+        if exc.shown:
+            print(f"pgmm: error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
     except KeyboardInterrupt:
         print("pgmm: interrupted", file=sys.stderr)

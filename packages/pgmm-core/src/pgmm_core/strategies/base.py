@@ -20,6 +20,8 @@ The trainer calls, in this order:
 5. around each evaluation, on every rank: :meth:`evaluation`;
 6. for checkpoints, on every rank: :meth:`model_state` / :meth:`optimizer_state` (``None`` on
    ranks that do not write), :meth:`load_model_state` / :meth:`load_optimizer_state` on resume.
+7. when the run fails: :meth:`lost_peer`, whether the failure is the process group reporting a
+   rank that died or stopped answering (the run then ends with one message per node, exit code 7).
 
 Gradient semantics every strategy keeps: after the synchronising micro-batch, each trainable
 parameter's gradient is the **mean over ranks** of the gradients the ranks accumulated (what DDP
@@ -31,8 +33,10 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pgmm_core.strategies import process_group
 from pgmm_core.strategies.configs import StrategyConfig
 from pgmm_core.strategies.process_group import DistEnv
 
@@ -60,6 +64,8 @@ class Strategy(ABC):
         # The module given to :meth:`wrap` (unwrapped): names the parameters of optimizer state
         # saved by name (see :mod:`pgmm_core.strategies.optimizer_state`).
         self.trained_module: nn.Module | None = None
+        # How long a collective waits for the other ranks (set by setup when a group is joined).
+        self.group_timeout: timedelta | None = None
 
     # --- where this process stands ------------------------------------------------------------------
 
@@ -98,6 +104,20 @@ class Strategy(ABC):
 
     def barrier(self) -> None:
         self.collectives.barrier()
+
+    def lost_peer(self, exc: BaseException) -> str | None:
+        """What happened, for the user, when ``exc`` is a collective that failed because another
+        rank died or stopped answering (see :func:`~pgmm_core.strategies.process_group.lost_peer`);
+        ``None`` for any other failure, which keeps its traceback. A strategy whose backend words
+        such failures otherwise adds its own cases."""
+        detail = process_group.lost_peer(exc) if self.env.distributed else None
+        if detail is None:
+            return None
+        wait = (f"{self.group_timeout.total_seconds():g} s" if self.group_timeout is not None
+                else "the process group's timeout")
+        return (f"rank {self.rank} of {self.world_size} lost contact with the other ranks: a process or node "
+                f"of this run died or stopped answering ({detail}). A collective waits at most {wait} for "
+                "the other ranks (strategy.timeout_s, else PGMM_DIST_TIMEOUT)")
 
     # --- the model and its gradients -------------------------------------------------------------
 

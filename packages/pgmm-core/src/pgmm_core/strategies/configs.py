@@ -13,6 +13,14 @@ class StrategyConfig(ComponentConfig):
     """Base of every strategy config (``strategy`` section). Strategies add their own fields."""
 
 
+class ProcessGroupStrategyConfig(StrategyConfig):
+    """Base of the configs of strategies whose ranks meet in a process group (``ddp``, ``fsdp2``)."""
+
+    timeout_s: float | None = Field(
+        None, gt=0, description="Seconds a collective waits for the other ranks before the run fails "
+                                "(default: PGMM_DIST_TIMEOUT, else 1800).")
+
+
 class AutoStrategyConfig(StrategyConfig):
     """``ddp`` when launched by torchrun with more than one process, else ``single``."""
 
@@ -25,7 +33,7 @@ class SingleStrategyConfig(StrategyConfig):
     type: Literal["single"] = "single"
 
 
-class DdpStrategyConfig(StrategyConfig):
+class DdpStrategyConfig(ProcessGroupStrategyConfig):
     """``torch.nn.parallel.DistributedDataParallel`` over the ranks torchrun started."""
 
     type: Literal["ddp"] = "ddp"
@@ -34,7 +42,7 @@ class DdpStrategyConfig(StrategyConfig):
     )
 
 
-class Fsdp2StrategyConfig(StrategyConfig):
+class Fsdp2StrategyConfig(ProcessGroupStrategyConfig):
     """``torch.distributed.fsdp.fully_shard`` (FSDP2) over the ranks torchrun started: every
     block of the frozen towers and of the trainable parts is its own unit, sharded over the ranks."""
 
@@ -47,6 +55,3 @@ class Fsdp2StrategyConfig(StrategyConfig):
                              "weights, gradients and optimizer state over the ranks (the memory FSDP "
                              "exists for); 'replicate' keeps whole copies on every rank, gradients "
                              "all-reduced as under ddp (no all-gather of them per forward).")
-    timeout_s: float | None = Field(
-        None, gt=0, description="Seconds a collective waits for the other ranks before the run fails "
-                                "(default: PGMM_DIST_TIMEOUT, else 1800).")

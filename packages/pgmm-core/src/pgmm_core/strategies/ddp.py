@@ -28,7 +28,8 @@ class DdpStrategy(Strategy):
                 "pgmm_core.train ...); for one process use strategy.type=auto or single"
             ])
         self.device = self.device_backend.setup(self.env.local_rank)
-        init_process_group(self.env, self.device_backend.dist_backend, self.device)
+        self.group_timeout = init_process_group(self.env, self.device_backend.dist_backend, self.device,
+                                                timeout_s=self.config.timeout_s)
         return self.device
 
     def teardown(self) -> None:

@@ -7,9 +7,13 @@ Import-cheap (torch is imported when a group is joined), so that strategy plugin
 from __future__ import annotations
 
 import os
+import re
+import tempfile
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 
@@ -49,16 +53,67 @@ def group_timeout(seconds: float | None = None) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def init_process_group(env: DistEnv, backend: str, device: Any = None, *, timeout_s: float | None = None) -> None:
+def init_process_group(env: DistEnv, backend: str, device: Any = None, *,
+                       timeout_s: float | None = None) -> timedelta:
     """Join the torchrun job (MASTER_ADDR/MASTER_PORT from torchrun) with ``backend``; a collective
-    that waits longer than the timeout (:func:`group_timeout`) fails instead of hanging."""
+    that waits longer than the timeout (:func:`group_timeout`, returned) fails instead of hanging."""
     import torch.distributed as dist
 
-    if dist.is_initialized():
-        return
     timeout = group_timeout(timeout_s)
+    if dist.is_initialized():
+        return timeout
     kwargs = {"device_id": device} if device is not None and device.type != "cpu" else {}
     dist.init_process_group(backend=backend, rank=env.rank, world_size=env.world_size, timeout=timeout, **kwargs)
+    return timeout
+
+
+LOST_PEER_MARKS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "Timed out waiting",
+                   "Socket Timeout")
+"""How gloo (and the c10d store) word a failed collective whose peer is gone: its process ended
+(the socket closed: "Connection closed by peer", "Connection reset by peer", "Broken pipe" on a
+write) or it stopped answering ("Timed out waiting <ms> for recv operation to complete" after the
+group's timeout)."""
+
+
+def lost_peer(exc: BaseException | None) -> str | None:
+    """The backend's own words, shortened to one sentence, when ``exc`` (or what caused it) is a
+    collective that failed because another rank died or stopped answering; ``None`` for anything
+    else (a refused dtype, a shape mismatch, a bug), which keeps its traceback."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = str(exc)
+        if isinstance(exc, RuntimeError) and any(mark in text for mark in LOST_PEER_MARKS):
+            text = re.sub(r"^\[[^\]]*\]\s*", "", text.strip())  # gloo's "[.../pair.cc:545] " source location
+            return re.split(r"\.\s|\n", text, maxsplit=1)[0].rstrip(".")[:300]
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def first_report_on_this_node(event: str, *, window_s: float = 60.0) -> bool:
+    """True in the first process of this node's launch to report ``event``, false in the others.
+
+    A lost peer fails the collective every rank of a node is in, so each would say the same; one
+    message per node is enough (torchrun stops the node's other workers as soon as one fails). The
+    workers of one torchrun launch share its agent as parent, so an exclusively created file named
+    after the parent and the restart count claims the report; an older claim (a recycled process id)
+    does not count.
+    """
+    name = f"pgmm-{event}-{os.getppid()}-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    marker = Path(tempfile.gettempdir()) / name
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        return True
+    except FileExistsError:
+        try:
+            if time.time() - marker.stat().st_mtime > window_s:
+                marker.touch()
+                return True
+        except OSError:
+            return True
+        return False
+    except OSError:  # no writable temporary directory: every process reports
+        return True
 
 
 def destroy_process_group(meshes: Iterable[Any] = ()) -> None:

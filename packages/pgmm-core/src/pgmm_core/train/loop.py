@@ -30,6 +30,7 @@ from pgmm_core.train.checkpointing import CheckpointManager
 from pgmm_core.train.evaluator import Evaluator
 from pgmm_core.train.interrupt import InterruptFlag
 from pgmm_core.train.logging import RunLogger
+from pgmm_core.train.lost_peer import explain_lost_peer
 from pgmm_core.train.resume_checks import changes_since_checkpoint
 from pgmm_core.train.nonfinite import NonFiniteSteps
 from pgmm_core.train.run_callbacks import RunCallbacks
@@ -86,8 +87,9 @@ class Trainer:
         self.strategy = self.host.build("strategy", self.config.strategy, device_backend=backend)
         refuse_to_mix_runs(self.run_dir.root, self.resume)
         try:
-            device = self.strategy.setup()
-            return self._run(device)
+            with explain_lost_peer(self.strategy, self.run_dir):
+                device = self.strategy.setup()
+                return self._run(device)
         finally:
             # the model, optimizer and loaders hold the process groups: let them go first, so that
             # teardown frees the groups while the interpreter is whole
