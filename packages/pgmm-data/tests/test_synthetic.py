@@ -28,3 +28,15 @@ def test_caption_names_colour_shape_and_place():
 def test_blip_caption_rules():
     assert blip_caption('A Dog!  Runs (fast): "home"~', max_words=50) == "a dog runs fast home"
     assert blip_caption("one two three", max_words=2) == "one two"
+
+
+def test_an_eval_split_is_a_retrieval_test_set():
+    """texts, txt2img and img2txt agree with the items' references (what zero-shot retrieval reads)."""
+    val = SyntheticShapes(SyntheticShapesConfig(num_samples=6, seed=1), split="val", image_size=32)
+    texts, txt2img, img2txt = val.texts, val.txt2img, val.img2txt
+    assert len(texts) == len(txt2img) == sum(len(t) for t in img2txt)
+    for index in range(len(val)):
+        item = val[index]
+        assert item["index"] == index
+        assert [texts[t] for t in img2txt[index]] == item["references"]
+        assert all(int(txt2img[t]) == index for t in img2txt[index])
