@@ -7,6 +7,7 @@ trainer's messages are log records shown on stdout (``-q``: warnings only; ``-v`
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -51,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt as exc:
             print(_interrupted_message(exc, Path(config.train.output_dir)), file=sys.stderr, flush=True)
             return 130
+        if os.environ.get("RANK", "0") != "0":
+            return 0  # rank 0 speaks for the run (each rank's summary holds its own share's losses)
         stopped = f"; stopped early: {summary['stop_reason']}" if summary.get("stop_reason") else ""
         if summary.get("first_loss") is not None:
             print(f"pgmm: done: {summary['steps']} steps, loss {summary['first_loss']:.4f} -> "
