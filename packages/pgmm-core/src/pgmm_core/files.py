@@ -9,12 +9,16 @@ another encoding is reported, not a traceback. No torch here.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pgmm_core.errors import NotUtf8Error
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "decode_utf8", "read_utf8_text", "usual_permissions"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "cache_dir", "decode_utf8", "make_directory_once",
+           "read_utf8_text", "usual_permissions"]
 
 
 def _umask() -> int:
@@ -68,3 +72,41 @@ def read_utf8_text(path: str | Path) -> str:
     """The text of ``path``; :class:`~pgmm_core.errors.NotUtf8Error` when it is not UTF-8 (OS errors
     such as a missing file propagate unchanged)."""
     return decode_utf8(Path(path).read_bytes(), path)
+
+
+def cache_dir() -> Path:
+    """Where pgmm keeps what it makes once and reuses (the tiny demo's LLM and BERT):
+    ``PGMM_CACHE_DIR``, else ``$XDG_CACHE_HOME/pgmm``, else ``~/.cache/pgmm``."""
+    base = os.environ.get("PGMM_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "pgmm")
+    return Path(base)
+
+
+def make_directory_once(target: str | Path, write: Callable[[Path], Any], *, marker: str) -> bool:
+    """Make the directory ``target`` with ``write(scratch)`` unless ``target/marker`` exists; returns
+    whether it was made here.
+
+    ``write`` fills a scratch directory beside ``target`` (``marker`` last), which is then renamed into
+    place, so ``target`` is complete or absent. Concurrent makers (the ranks of one job) each write
+    their own; the first rename wins and the others use its result. The entries get the user's usual
+    permissions, so a shared cache stays readable."""
+    target = Path(target)
+    if (target / marker).is_file():
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        write(scratch)
+        usual_permissions(scratch, directory=True)
+        for entry in scratch.rglob("*"):
+            usual_permissions(entry, directory=entry.is_dir())
+        try:
+            os.rename(scratch, target)
+        except OSError:
+            if not (target / marker).is_file():
+                raise
+            return False
+    finally:
+        if scratch.exists():
+            shutil.rmtree(scratch, ignore_errors=True)
+    return True

@@ -20,9 +20,6 @@ import hashlib
 import io
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
@@ -284,37 +281,19 @@ def pretrain_on_corpus(model, directory: Path, corpus: list[str], spec: TinySpec
     model.eval()
 
 
-def default_cache_dir() -> Path:
-    base = os.environ.get("PGMM_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "pgmm")
-    return Path(base)
-
-
 def ensure_tiny_checkpoint(spec: TinySpec, path: str | None = None) -> Path:
-    """The tiny checkpoint at ``path`` (default: the pgmm cache), created atomically if absent.
+    """The tiny checkpoint at ``path`` (default: the pgmm cache), created once, atomically
+    (:func:`pgmm_core.files.make_directory_once`: several ranks may ask at the same time)."""
+    from pgmm_core.files import cache_dir, make_directory_once
 
-    Concurrent creators (several ranks) each write a private temporary directory and rename it into
-    place; the first rename wins and the others use its result.
-    """
-    target = Path(path).expanduser() if path else default_cache_dir() / f"tiny-openpangu-{spec.key()}"
+    target = Path(path).expanduser() if path else cache_dir() / f"tiny-openpangu-{spec.key()}"
     if (target / COMPLETE_MARKER).is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     logger.info("creating the tiny openPangu checkpoint once (SentencePiece tokenizer, then %d pretraining "
                 "steps; about a minute on 2 cores) in %s — later runs reuse it (PGMM_CACHE_DIR moves "
                 "the cache)", spec.pretrain_steps, target)
     started = time.perf_counter()
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        write_tiny_checkpoint(scratch, spec)
-        try:
-            os.rename(scratch, target)
-        except OSError:
-            if not (target / COMPLETE_MARKER).is_file():
-                raise
-    finally:
-        if scratch.exists():
-            shutil.rmtree(scratch, ignore_errors=True)
+    make_directory_once(target, lambda scratch: write_tiny_checkpoint(scratch, spec), marker=COMPLETE_MARKER)
     logger.info("tiny openPangu checkpoint ready in %s (%.0f s)", target, time.perf_counter() - started)
     return target
 

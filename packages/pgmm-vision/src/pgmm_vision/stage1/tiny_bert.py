@@ -17,10 +17,7 @@ import argparse
 import hashlib
 import json
 import logging
-import os
-import shutil
 import string
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -99,31 +96,16 @@ def write_tiny_bert(out_dir: str | Path, spec: TinyBertSpec = TinyBertSpec()) ->
     return out
 
 
-def default_cache_dir() -> Path:
-    base = os.environ.get("PGMM_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "pgmm")
-    return Path(base)
-
-
 def ensure_tiny_bert(spec: TinyBertSpec = TinyBertSpec(), path: str | Path | None = None) -> Path:
-    """The tiny BERT directory at ``path`` (default: the pgmm cache), created atomically if absent:
-    concurrent creators (several ranks) each write a private directory and rename it into place."""
-    target = Path(path).expanduser() if path else default_cache_dir() / f"tiny-bert-{spec.key()}"
-    if (target / COMPLETE_MARKER).is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    logger.info("creating the tiny BERT once in %s (later runs reuse it; PGMM_CACHE_DIR moves the cache)", target)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        write_tiny_bert(scratch, spec)
-        try:
-            os.rename(scratch, target)
-        except OSError:
-            if not (target / COMPLETE_MARKER).is_file():
-                raise
-    finally:
-        if scratch.exists():
-            shutil.rmtree(scratch, ignore_errors=True)
+    """The tiny BERT directory at ``path`` (default: the pgmm cache), created once, atomically
+    (:func:`pgmm_core.files.make_directory_once`: several ranks may ask at the same time)."""
+    from pgmm_core.files import cache_dir, make_directory_once
+
+    target = Path(path).expanduser() if path else cache_dir() / f"tiny-bert-{spec.key()}"
+    if not (target / COMPLETE_MARKER).is_file():
+        logger.info("creating the tiny BERT once in %s (later runs reuse it; PGMM_CACHE_DIR moves the cache)",
+                    target)
+        make_directory_once(target, lambda scratch: write_tiny_bert(scratch, spec), marker=COMPLETE_MARKER)
     return target
 
 
