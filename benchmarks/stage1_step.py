@@ -1,9 +1,9 @@
 """Stage-1 training step (``qformer_pretrain``: ITC + ITM + ITG): pgmm vs a LAVIS-style ``Blip2Qformer``.
 
     python benchmarks/stage1_step.py [--preset proportional] [--batch 8] [--rounds 5] [--steps 2]
-                                     [--no-memory] [--json OUT] [--smoke]
+                                     [--candidates pgmm lavis ...] [--no-memory] [--json OUT] [--smoke]
 
-The conventions of ``train_step.py`` (stage 2): both candidates live in this one process and take
+The conventions of ``train_step.py`` (stage 2): the candidates live in this one process and take
 turns, the order rotating each round, ``--steps`` training steps per turn on the same batches; the
 speed ratio is the median of the per-round ratios; time is process CPU time with one torch thread.
 Memory: each candidate alone in a fresh subprocess, peak resident set size (``VmHWM`` after
@@ -13,6 +13,8 @@ Memory: each candidate alone in a fresh subprocess, peak resident set size (``Vm
 * ``pgmm``: the trainer's step on the model ``pgmm_core.build_model`` builds from a validated
   ``qformer_pretrain`` config (vision tower and Q-Former with its text side; no projector, no LLM),
   the loss being the objective's (:class:`pgmm_vision.stage1.objective.QFormerPretrainObjective`).
+  Variants: ``pgmm_bf16`` (``device.precision=bf16``), ``pgmm_ckpt`` / ``pgmm_bf16_ckpt`` (the same with
+  ``model.connector.grad_checkpointing``: the Q-Former's layers recomputed in the backward).
 * ``lavis``: what LAVIS' ``Blip2Qformer.forward`` computes, on copies of the same modules and
   weights: the frozen tower with explicit attention and not under ``no_grad``, eager attention in
   the Q-Former, ITC from the query and text passes, ITM as one joint pass over 3B pairs (negatives
