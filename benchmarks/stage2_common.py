@@ -27,6 +27,7 @@ mlp2x_gelu projector, frozen Llama-layout LLM with attention biases, captioning 
 
 from __future__ import annotations
 
+import argparse
 import copy
 import ctypes
 import gc
@@ -34,8 +35,10 @@ import json
 import os
 import platform
 import random
+import subprocess
+import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace  # noqa: F401  (asdict: the scripts record their sizes)
 from pathlib import Path
 from typing import Any, Callable
 
@@ -297,6 +300,20 @@ def _disabled_train(self, mode: bool = True):
     return self
 
 
+def lavis_visual_encoder(pgmm_model: Any) -> Any:
+    """A copy of pgmm's frozen tower as LAVIS runs it: explicit attention (``fused_attn=False``: q @ k^T,
+    softmax, @ v), parameters frozen by ``requires_grad=False`` only (no ``no_grad`` around it), kept in
+    eval mode (``disabled_train``)."""
+    encoder = copy.deepcopy(pgmm_model.vision.model)
+    for sub in encoder.modules():
+        if hasattr(sub, "fused_attn"):
+            sub.fused_attn = False  # LAVIS' explicit q @ k^T softmax
+    encoder.requires_grad_(False)
+    encoder.eval()
+    encoder.train = _disabled_train.__get__(encoder)
+    return encoder
+
+
 class LavisStyle:
     """LAVIS ``Blip2OPT.forward`` with an openPangu-layout LLM, from copies of pgmm's modules."""
 
@@ -306,13 +323,7 @@ class LavisStyle:
 
         self.module = nn.Module()
         m = self.module
-        m.visual_encoder = copy.deepcopy(pgmm_model.vision.model)
-        for sub in m.visual_encoder.modules():
-            if hasattr(sub, "fused_attn"):
-                sub.fused_attn = False  # LAVIS' explicit q @ k^T softmax
-        m.visual_encoder.requires_grad_(False)
-        m.visual_encoder.eval()
-        m.visual_encoder.train = _disabled_train.__get__(m.visual_encoder)
+        m.visual_encoder = lavis_visual_encoder(pgmm_model)
         m.ln_vision = copy.deepcopy(pgmm_model.ln_vision)
         m.Qformer = copy.deepcopy(pgmm_model.connector.qformer)
         m.Qformer.config._attn_implementation = "eager"
@@ -527,6 +538,92 @@ def same_work_check(candidates: dict[str, Candidate], images: Any, captions: lis
 
 
 # --- measurement helpers -------------------------------------------------------------------------------
+
+
+@dataclass
+class Turns:
+    """Per-candidate, per-round process CPU seconds and wall seconds, and every step's loss."""
+
+    seconds: dict[str, list[float]]
+    wall_seconds: dict[str, list[float]]
+    losses: dict[str, list[float]]
+
+    def rates(self, samples_per_turn: int, wall: bool = False) -> dict[str, list[float]]:
+        times = self.wall_seconds if wall else self.seconds
+        return {name: [samples_per_turn / t for t in ts] for name, ts in times.items()}
+
+
+def take_turns(candidates: dict[str, Any], data: Data, batch: int, rounds: int, steps: int) -> Turns:
+    """Candidates take turns in this process, the order rotating each round, ``steps`` training steps
+    each per turn on the same batches; timed in process CPU time (and wall time)."""
+    names = tuple(candidates)
+    turns = Turns({n: [] for n in names}, {n: [] for n in names}, {n: [] for n in names})
+    for r in range(rounds):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            c = candidates[name]
+            start, wall = time.process_time(), time.perf_counter()
+            for s in range(steps):
+                turns.losses[name].append(c.step(*data.batch(1 + r * steps + s, batch)))
+            turns.seconds[name].append(time.process_time() - start)
+            turns.wall_seconds[name].append(time.perf_counter() - wall)
+        print(f"round {r + 1}/{rounds}: " + ", ".join(
+            f"{n} {steps * batch / turns.seconds[n][-1]:.2f}/s" for n in names), flush=True)
+    return turns
+
+
+def add_step_arguments(parser: Any, names: tuple[str, ...], results_name: str) -> None:
+    """The options of the training-step benchmarks (``train_step.py``, ``stage1_step.py``)."""
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=2, help="training steps per candidate per round")
+    parser.add_argument("--candidates", nargs="+", default=list(names), choices=names)
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--json", help=f"where to write the results (default benchmarks/results/{results_name}.json)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one round: checks that it runs")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: timing in process CPU time stays meaningful when "
+                        "other jobs share the cores)")
+    parser.add_argument("--child-memory", nargs=4, metavar=("PRESET", "NAME", "BATCH", "THREADS"),
+                        help=argparse.SUPPRESS)
+
+
+def start_step_benchmark(args: Any, measure_memory: Callable[[str, str, int], dict]) -> bool:
+    """Set the torch threads; in a ``--child-memory`` process also measure that one candidate and print
+    its JSON line, and return True (the process is done)."""
+    import torch
+
+    if args.child_memory:
+        preset, name, batch, threads = args.child_memory
+        torch.set_num_threads(int(threads))
+        print(json.dumps(measure_memory(preset, name, int(batch))))
+        return True
+    torch.set_num_threads(args.threads)
+    return False
+
+
+def memory_in_subprocess(script: str, preset: str, name: str, batch: int, threads: int) -> dict[str, Any]:
+    """``script --child-memory ...`` in a fresh process: one candidate's :func:`step_memory` alone."""
+    out = subprocess.run([sys.executable, script, "--child-memory", preset, name, str(batch), str(threads)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"memory child for {name} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def step_memory(candidate: Any, data: Data, batch: int, runtime_mib: float) -> dict[str, Any]:
+    """Peak resident memory across two training steps taken after a warm-up step (AdamW's state
+    allocated), the peak reset just before them; ``runtime_mib``: :func:`import_runtime`'s figure."""
+    candidate.step(*data.batch(0, batch))  # AdamW state exists from here on
+    release_memory()
+    reset_peak_rss()
+    before = status_kib("VmRSS")
+    for step in (1, 2):
+        candidate.step(*data.batch(step, batch))
+    peak = status_kib("VmHWM")
+    return {"candidate": candidate.name, "batch": batch, "runtime_rss_mib": runtime_mib,
+            "rss_before_mib": before / 1024, "peak_rss_mib": peak / 1024,
+            "model_training_peak_mib": peak / 1024 - runtime_mib, "step_increase_mib": (peak - before) / 1024}
 
 
 def import_runtime() -> float:

@@ -25,10 +25,7 @@ reported: equal values show that the same work is done. FLOPs come from ``torch.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -42,25 +39,7 @@ def measure_memory(preset: str, name: str, batch: int) -> dict:
     runtime = common.import_runtime()
     sizes = common.PRESETS[preset]
     candidate = common.build_candidates(sizes, (name,))[name]
-    data = common.make_data(3 * batch, sizes.image_size)
-    candidate.step(*data.batch(0, batch))  # AdamW state exists from here on
-    common.release_memory()
-    common.reset_peak_rss()
-    before = common.status_kib("VmRSS")
-    for step in (1, 2):
-        candidate.step(*data.batch(step, batch))
-    peak = common.status_kib("VmHWM")
-    return {"candidate": name, "batch": batch, "runtime_rss_mib": runtime, "rss_before_mib": before / 1024,
-            "peak_rss_mib": peak / 1024, "model_training_peak_mib": peak / 1024 - runtime,
-            "step_increase_mib": (peak - before) / 1024}
-
-
-def memory_in_subprocess(preset: str, name: str, batch: int, threads: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child-memory", preset, name, str(batch), str(threads)],
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"memory child for {name} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return common.step_memory(candidate, common.make_data(3 * batch, sizes.image_size), batch, runtime)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -86,27 +65,14 @@ def run(args: argparse.Namespace) -> dict:
     for name, c in candidates.items():  # warm-up
         c.step(*data.batch(0, args.batch))
 
-    seconds: dict[str, list[float]] = {n: [] for n in names}
-    wall_seconds: dict[str, list[float]] = {n: [] for n in names}
-    losses: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(args.rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
-        for name in order:
-            c = candidates[name]
-            start, wall = time.process_time(), time.perf_counter()
-            for s in range(args.steps):
-                losses[name].append(c.step(*data.batch(1 + r * args.steps + s, args.batch)))
-            seconds[name].append(time.process_time() - start)
-            wall_seconds[name].append(time.perf_counter() - wall)
-        print(f"round {r + 1}/{args.rounds}: " + ", ".join(
-            f"{n} {args.steps * args.batch / seconds[n][-1]:.2f}/s" for n in names), flush=True)
-
-    rate = {n: [args.steps * args.batch / t for t in seconds[n]] for n in names}
-    wall_rate = {n: [args.steps * args.batch / t for t in wall_seconds[n]] for n in names}
+    turns = common.take_turns(candidates, data, args.batch, args.rounds, args.steps)
+    rate = turns.rates(args.steps * args.batch)
+    wall_rate = turns.rates(args.steps * args.batch, wall=True)
+    losses = turns.losses
     memory = {}
     if not args.no_memory:
         for name in names:
-            memory[name] = memory_in_subprocess(args.preset, name, args.batch, args.threads)
+            memory[name] = common.memory_in_subprocess(__file__, args.preset, name, args.batch, args.threads)
             print(f"memory {name}: peak {memory[name]['peak_rss_mib']:.0f} MiB", flush=True)
 
     baselines = [b for b in BASELINES if b in names]
@@ -157,27 +123,10 @@ def table(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(common.PRESETS), default="proportional")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=2, help="training steps per candidate per round")
-    parser.add_argument("--candidates", nargs="+", default=list(common.CANDIDATES), choices=common.CANDIDATES)
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    parser.add_argument("--json", help="where to write the results (default benchmarks/results/train_step.json)")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one round: checks that it runs")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: timing in process CPU time stays meaningful when "
-                        "other jobs share the cores)")
-    parser.add_argument("--child-memory", nargs=4, metavar=("PRESET", "NAME", "BATCH", "THREADS"),
-                        help=argparse.SUPPRESS)
+    common.add_step_arguments(parser, common.CANDIDATES, "train_step")
     args = parser.parse_args(argv)
-    import torch
-
-    if args.child_memory:
-        preset, name, batch, threads = args.child_memory
-        torch.set_num_threads(int(threads))
-        print(json.dumps(measure_memory(preset, name, int(batch))))
+    if common.start_step_benchmark(args, measure_memory):
         return 0
-    torch.set_num_threads(args.threads)
     if args.smoke:
         args.preset, args.batch, args.rounds, args.steps = "smoke", 2, 1, 1
     result = run(args)

@@ -117,3 +117,33 @@ def test_same_image_pairs_are_never_drawn_as_negatives(tiny_model):
         excluded = torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=torch.bool)
         assert torch.all(weights[excluded] == 0) and torch.all(weights[~excluded] > 0)
         assert torch.allclose(weights.sum(1), torch.ones(4))
+
+
+def test_a_step_runs_the_query_pass_once_and_itg_reads_it(tiny_model):
+    """As LAVIS (ITG over the query pass's ``past_key_values``): the Q-Former runs the queries alone
+    once per step — for ITC and ITG both — beside the text pass and ITM's joint pass; and ITG's loss
+    is the one over a query pass of the same vision embeddings."""
+    from pgmm_vision.stage1.objective import vision_embeddings
+
+    connector = tiny_model.connector
+    batch = pairs(["a dog", "two cats on a table", "a man", "the red ball"])
+    calls = []
+
+    def record(module, args, kwargs, output):
+        calls.append("text" if kwargs.get("encoder_hidden_states") is None
+                     else "itm" if kwargs.get("query_length") else "query")
+
+    hook = connector.qformer.register_forward_hook(record, with_kwargs=True)
+    try:
+        objective = QFormerPretrainObjective(QFormerPretrainConfig())
+        objective.sampler = parity.forced(Negatives(torch.tensor([1, 0, 3, 2]), torch.tensor([2, 3, 0, 1])))
+        output = objective.loss(tiny_model, batch)
+    finally:
+        hook.remove()
+    assert sorted(calls) == ["itm", "query", "text"]
+    with torch.no_grad():
+        vision_embeds = vision_embeddings(tiny_model, batch.images)
+        assert torch.equal(vision_embeds, tiny_model.encode_image(batch.images).vision_embeds)
+        text = connector.tokenize(batch.captions)
+        itg = connector.itg_loss(vision_embeds, text.input_ids, text.attention_mask)  # its own query pass
+    assert output.parts["itg"] == pytest.approx(itg.item(), rel=1e-6)

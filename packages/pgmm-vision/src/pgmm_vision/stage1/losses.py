@@ -11,7 +11,8 @@
   -10000 before the softmax); the 2-way head classifies ``B`` positives and ``2B`` negatives (pos,
   neg image, neg text); the negative images keep their gradient back to the rank that owns them.
 * **ITG** (image-grounded text generation): the connector's ``itg_loss`` (``[DEC]`` as BOS, causal
-  text that sees all queries, label smoothing 0.1).
+  text that sees all queries, label smoothing 0.1) over the batch's one query pass, whose outputs ITC
+  uses too (LAVIS: the query pass's ``past_key_values``; the queries are not run again).
 
 The functions take tensors (token ids, not strings), so parity tests can feed LAVIS' own ids and
 its negative indices (:class:`Negatives`) and compare every number.
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from pgmm_vision.stage1.gather import GlobalBatch
+from pgmm_vision.stage1.text_side import QueryPass
 
 ITC_LABEL_SMOOTHING = 0.1
 EXCLUDED = -10000.0  # LAVIS' fill value for same-image pairs before the ITM softmax
@@ -128,18 +130,18 @@ def itm_loss(connector, vision_embeds: torch.Tensor, input_ids: torch.Tensor, at
 
 def stage1_losses(connector, vision_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                   batch: GlobalBatch, image_keys: tuple[torch.Tensor, torch.Tensor] | None = None, *,
-                  query_output: torch.Tensor | None = None, negatives: Negatives | None = None,
+                  query: QueryPass | None = None, negatives: Negatives | None = None,
                   sampler: NegativeSampler = draw_negatives) -> Stage1Losses:
     """ITC, ITM and ITG of one micro-batch (``vision_embeds``: ``ln_vision`` of the tower's output).
 
     ``image_keys``: ``(local, global)`` image keys (:meth:`GlobalBatch.image_keys`) to treat pairs of
-    one image as such; ``query_output``: the connector's query pass on ``vision_embeds`` when the
-    caller has it already (``model.encode_image``), else it is run here; ``negatives``: ITM's
-    indices given instead of drawn (parity tests)."""
-    if query_output is None:
-        _, image_feats = connector.image_side(vision_embeds)
-    else:
-        image_feats = F.normalize(connector.vision_proj(query_output), dim=-1)  # as image_side
+    one image as such; ``query``: the connector's query pass on ``vision_embeds`` when the caller has
+    it already, else it is run here — once: ITC's image features and ITG's keys and values both come
+    from it, as from LAVIS' query pass and its ``past_key_values``; ``negatives``: ITM's indices given
+    instead of drawn (parity tests)."""
+    if query is None:
+        query = connector.query_pass(vision_embeds)
+    image_feats = query.image_feats
     text_feat = connector.text_feature(input_ids, attention_mask)
     image_feats_all = batch.constant(image_feats)
     text_feat_all = batch.constant(text_feat)
@@ -151,6 +153,6 @@ def stage1_losses(connector, vision_embeds: torch.Tensor, input_ids: torch.Tenso
     if negatives is None:
         negatives = sampler(weights_t2i, weights_i2t)
     loss_itm = itm_loss(connector, vision_embeds, input_ids, attention_mask, batch, negatives)
-    loss_itg = connector.itg_loss(vision_embeds, input_ids, attention_mask)
+    loss_itg = connector.itg_loss(query, input_ids, attention_mask)
     return Stage1Losses(itc=loss_itc, itm=loss_itm, itg=loss_itg, negatives=negatives,
                         weights_t2i=weights_t2i, weights_i2t=weights_i2t)
