@@ -102,6 +102,22 @@ class Strategy(ABC):
     def teardown(self) -> None:
         """Leave the process group (safe to call after a failed :meth:`setup`)."""
 
+    def join_launched_job(self) -> torch.device:
+        """For :meth:`setup` of a strategy that runs only under torchrun: refuse a plain launch by
+        name, select this process's device and join the job's process group (``strategy.timeout_s``
+        bounds every collective). Returns the device."""
+        from pgmm_core.errors import ConfigError
+
+        if not self.env.launched:
+            raise ConfigError([
+                f"strategy.type: '{self.name}' needs a torchrun launch (torchrun --nproc_per_node=N -m "
+                "pgmm_core.train ...); for one process use strategy.type=auto or single"
+            ])
+        self.device = self.device_backend.setup(self.env.local_rank)
+        self.group_timeout = process_group.init_process_group(
+            self.env, self.device_backend.dist_backend, self.device, timeout_s=getattr(self.config, "timeout_s", None))
+        return self.device
+
     def barrier(self) -> None:
         self.collectives.barrier()
 

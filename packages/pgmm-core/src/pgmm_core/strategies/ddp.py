@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pgmm_core.errors import ConfigError
 from pgmm_core.strategies.base import Strategy
-from pgmm_core.strategies.process_group import destroy_process_group, init_process_group
+from pgmm_core.strategies.process_group import destroy_process_group
 
 
 class DdpStrategy(Strategy):
@@ -22,15 +21,7 @@ class DdpStrategy(Strategy):
         self.wrapped: Any = None
 
     def setup(self) -> Any:
-        if not self.env.launched:
-            raise ConfigError([
-                "strategy.type: 'ddp' needs a torchrun launch (torchrun --nproc_per_node=N -m "
-                "pgmm_core.train ...); for one process use strategy.type=auto or single"
-            ])
-        self.device = self.device_backend.setup(self.env.local_rank)
-        self.group_timeout = init_process_group(self.env, self.device_backend.dist_backend, self.device,
-                                                timeout_s=self.config.timeout_s)
-        return self.device
+        return self.join_launched_job()
 
     def teardown(self) -> None:
         self.trained_module = self.wrapped = None  # DDP's reducer holds the process group

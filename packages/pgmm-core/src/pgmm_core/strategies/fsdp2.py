@@ -27,7 +27,7 @@ from typing import Any
 from pgmm_core.errors import ConfigError
 from pgmm_core.strategies import optimizer_state as named_state
 from pgmm_core.strategies.base import Strategy
-from pgmm_core.strategies.process_group import destroy_process_group, init_process_group
+from pgmm_core.strategies.process_group import destroy_process_group
 from pgmm_core.strategies.sharding_plan import Part, find_parts
 
 logger = logging.getLogger(__name__)
@@ -68,15 +68,7 @@ class Fsdp2Strategy(Strategy):
                 f"strategy.type: 'fsdp2' does not train with the fp16 grad scaler (precision "
                 f"{policy.name}); use bf16 or fp32 precision, or strategy.type=ddp"
             ])
-        if not self.env.launched:
-            raise ConfigError([
-                "strategy.type: 'fsdp2' needs a torchrun launch (torchrun --nproc_per_node=N -m "
-                "pgmm_core.train ...); for one process use strategy.type=auto or single"
-            ])
-        self.device = self.device_backend.setup(self.env.local_rank)
-        self.group_timeout = init_process_group(self.env, self.device_backend.dist_backend, self.device,
-                                                timeout_s=self.config.timeout_s)
-        return self.device
+        return self.join_launched_job()
 
     def teardown(self) -> None:
         self.trained_module, self.parts = None, []
