@@ -27,8 +27,8 @@ class TinyModel(torch.nn.Module):
         self.connector = connector
         self.tower = torch.nn.Linear(3 * SIDE * SIDE, TOKENS * WIDTH)
 
-    def encode_image(self, pixel_values: torch.Tensor) -> SimpleNamespace:
-        return SimpleNamespace(vision_embeds=torch.tanh(self.tower(pixel_values.flatten(1))).view(-1, TOKENS, WIDTH))
+    def vision_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.tower(pixel_values.flatten(1))).view(-1, TOKENS, WIDTH)
 
 
 def tiny_model(bert_dir) -> TinyModel:

@@ -28,9 +28,9 @@ class TinyStage1Model(torch.nn.Module):
         self.connector = connector
         self.tower = torch.nn.Linear(3 * 2 * 2, TOKENS * WIDTH)
 
-    def encode_image(self, pixel_values: torch.Tensor) -> SimpleNamespace:
+    def vision_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
         embeds = torch.tanh(self.tower(pixel_values.flatten(1) / 10)).view(-1, TOKENS, WIDTH)
-        return SimpleNamespace(vision_embeds=embeds)
+        return embeds
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def brute_force(model, data):
     """Every pair scored as LAVIS scores a re-ranked candidate: ITM match logit + ITC similarity."""
     with torch.no_grad():
         pixels = torch.stack([data[i]["image"] for i in range(len(data))])
-        vision = model.encode_image(pixels).vision_embeds
+        vision = model.vision_embeddings(pixels)
         _, image_feats = model.connector.image_side(vision)
         tokens = model.connector.tokenize(data.texts, "cpu")
         text_feats = model.connector.text_feature(tokens.input_ids, tokens.attention_mask)

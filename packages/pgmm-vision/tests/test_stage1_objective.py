@@ -123,7 +123,6 @@ def test_a_step_runs_the_query_pass_once_and_itg_reads_it(tiny_model):
     """As LAVIS (ITG over the query pass's ``past_key_values``): the Q-Former runs the queries alone
     once per step — for ITC and ITG both — beside the text pass and ITM's joint pass; and ITG's loss
     is the one over a query pass of the same vision embeddings."""
-    from pgmm_vision.stage1.objective import vision_embeddings
 
     connector = tiny_model.connector
     batch = pairs(["a dog", "two cats on a table", "a man", "the red ball"])
@@ -142,7 +141,7 @@ def test_a_step_runs_the_query_pass_once_and_itg_reads_it(tiny_model):
         hook.remove()
     assert sorted(calls) == ["itm", "query", "text"]
     with torch.no_grad():
-        vision_embeds = vision_embeddings(tiny_model, batch.images)
+        vision_embeds = tiny_model.vision_embeddings(batch.images)
         assert torch.equal(vision_embeds, tiny_model.encode_image(batch.images).vision_embeds)
         text = connector.tokenize(batch.captions)
         itg = connector.itg_loss(vision_embeds, text.input_ids, text.attention_mask)  # its own query pass

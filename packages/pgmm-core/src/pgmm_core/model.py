@@ -113,12 +113,19 @@ class MultimodalModel(nn.Module):
 
     # --- image side -------------------------------------------------------------------------------
 
-    def encode_image(self, pixel_values: torch.Tensor) -> ImageEncoding:
-        self.require_parts("vision", purpose="encode_image")
+    def vision_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``ln_vision`` of the tower's output (B×N×W): the frozen tower under ``no_grad``, ``ln_vision``
+        in float32. What the connector reads; an objective that drives the connector itself (stage 1's
+        query and text passes) starts here rather than from :meth:`encode_image`."""
+        self.require_parts("vision", purpose="vision_embeddings")
         with torch.no_grad() if self.vision.frozen else contextlib.nullcontext():
             features = self.vision(pixel_values)
         with torch.autocast(device_type=features.device.type, enabled=False):
-            vision_embeds = self.ln_vision(features.float())
+            return self.ln_vision(features.float())
+
+    def encode_image(self, pixel_values: torch.Tensor) -> ImageEncoding:
+        self.require_parts("vision", purpose="encode_image")
+        vision_embeds = self.vision_embeddings(pixel_values)
         query_embeds = self.connector(vision_embeds) if self.connector is not None else None
         llm_embeds = self.projector(query_embeds) if self.projector is not None else None
         return ImageEncoding(vision_embeds, query_embeds, llm_embeds)

@@ -26,7 +26,7 @@ which the ITC/ITM/ITG objective and the retrieval evaluation use through ``model
                                                             neither clamps nor otherwise touches it)
 =========================================================  ==========================================
 
-``vision_embeds`` is the tower's output after ``ln_vision`` (``model.encode_image(...).vision_embeds``).
+``vision_embeds`` is the tower's output after ``ln_vision`` (``model.vision_embeddings(pixels)``).
 The connector's ``forward`` is still the query path (stage 2's contract). One step of LAVIS's
 ``Blip2Qformer.forward`` in these terms::
 

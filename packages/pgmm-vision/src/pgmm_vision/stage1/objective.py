@@ -11,7 +11,6 @@ Evaluation is zero-shot retrieval (:mod:`pgmm_vision.stage1.retrieval`).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,7 +106,7 @@ class QFormerPretrainObjective:
                                + f" (this step's global batch: {pairs.total} usable pair(s))"])
         text = connector.tokenize(batch.captions, device=device)
         self.truncation.add(text.truncated, len(batch), connector.max_text_len)
-        vision_embeds = vision_embeddings(model, batch.images.to(device, non_blocking=True))
+        vision_embeds = model.vision_embeddings(batch.images.to(device, non_blocking=True))
         keys = pairs.image_keys(batch.image_ids, device) if self.config.same_image_by_id else None
         losses = stage1_losses(connector, vision_embeds, text.input_ids, text.attention_mask, pairs, keys,
                                query=connector.query_pass(vision_embeds), sampler=self.sampler)
@@ -123,15 +122,6 @@ class QFormerPretrainObjective:
 
         return evaluate_retrieval(model, dataset, context, self.config.retrieval)
 
-
-def vision_embeddings(model: Any, pixel_values: torch.Tensor) -> torch.Tensor:
-    """``ln_vision`` of the tower's output, as ``model.encode_image`` computes it (frozen tower under
-    ``no_grad``, ``ln_vision`` in float32), without the connector's query path: the objective runs
-    the query pass itself, once, for ITC and ITG (``encode_image``'s would be a second one)."""
-    with torch.no_grad() if model.vision.frozen else contextlib.nullcontext():
-        features = model.vision(pixel_values)
-    with torch.autocast(device_type=features.device.type, enabled=False):
-        return model.ln_vision(features.float())
 
 
 def _text_side(connector: Any) -> Any:

@@ -44,8 +44,9 @@ def collate_images(items: list[dict[str, Any]]) -> ImageBatch:
 
 
 def vision_embeds(model: Any, pixels: torch.Tensor) -> torch.Tensor:
-    """The tower's output after ``ln_vision`` (what the connector's image side and ITM read)."""
-    return model.encode_image(pixels).vision_embeds
+    """The tower's output after ``ln_vision`` (what the connector's image side and ITM read), without
+    the connector's query path, which the image side runs itself."""
+    return model.vision_embeddings(pixels)
 
 
 @dataclass

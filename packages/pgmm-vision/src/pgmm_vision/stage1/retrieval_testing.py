@@ -77,8 +77,8 @@ class TableModel(nn.Module):
         super().__init__()
         self.connector = connector
 
-    def encode_image(self, pixel_values: torch.Tensor) -> SimpleNamespace:
-        return SimpleNamespace(vision_embeds=pixel_values.flatten(1)[:, None, :1])
+    def vision_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return pixel_values.flatten(1)[:, None, :1]
 
 
 @dataclass
