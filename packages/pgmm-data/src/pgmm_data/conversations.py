@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -240,8 +241,6 @@ def _build(config: Any, loader: Callable[..., ConversationTable], split: str, im
 
 
 def _check_images_exist(table: ConversationTable, fix: str, probes: int = 50) -> None:
-    import os
-
     step = max(1, len(table) // probes)
     paths = [table.images[i] for i in range(0, len(table), step)]
     if not any(os.path.exists(p) for p in paths):

@@ -4,8 +4,8 @@ Every file layout (:mod:`pgmm_data.vqa_annotations`) is served in one of two sha
 
 * ``split="train"``: one item per question, ``{"image", "question", "answers", "answer_weights",
   "question_id", "image_id"}`` — ``answers`` the distinct answers in first-given order and
-  ``answer_weights`` each one's share of the annotators (LAVIS' ``VQADataset``: ``yes`` ×7,
-  ``no`` ×3 -> ``[0.7, 0.3]``; GQA: its one answer, weight 1.0);
+  ``answer_weights`` each one's share of the annotators (LAVIS' ``VQADataset``: ``yes`` x7,
+  ``no`` x3 -> ``[0.7, 0.3]``; GQA: its one answer, weight 1.0);
 * ``split="val"``/``"test"``: ``{"image", "question", "question_id", "answers": every annotator's
   raw answer, "answer_type", "question_type"}``, and the dataset's ``answer_metric`` says how to score
   them (``"vqa"``: :func:`pgmm_core.vqa_accuracy.vqa_accuracy`; ``"exact"``: GQA's

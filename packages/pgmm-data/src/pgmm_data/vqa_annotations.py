@@ -20,6 +20,8 @@ are reported with the file and the entry, before the first step.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -28,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from pgmm_core.errors import DataError
-from pgmm_data.annotations import StringTable, join_image_path, read_json
+from pgmm_data.annotations import StringTable, id_from_name, join_image_path, read_json
 
 LAVIS_VQA_DOWNLOADS = "https://storage.googleapis.com/sfr-vision-language-research/LAVIS/datasets/"
 OFFICIAL_VQA = "https://visualqa.org/download.html"
@@ -146,8 +148,6 @@ class TableBuilder:
 
 
 def _describe(value: Any) -> str:
-    import json
-
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -252,8 +252,6 @@ def lavis_image_id(image: str, given: Any) -> int | str:
     the file's stem (GQA: ``n161313``)."""
     if isinstance(given, (int, str)) and not isinstance(given, bool) and given != "":
         return given
-    from pgmm_data.annotations import id_from_name
-
     stem = PurePosixPath(image.replace("\\", "/")).stem
     found = id_from_name(image) if stem.upper().startswith("COCO_") else None
     return found if found is not None else stem
@@ -300,8 +298,6 @@ def load_lavis_vqa(paths: Sequence[Path], image_root: Path, hint: str,
 def check_question_images_exist(table: QuestionTable, fix: str, probes: int = 50) -> None:
     """Fail at start when none of a spread of images exists (the root is wrong); single missing
     files are skipped and counted during training."""
-    import os
-
     count = len(table.images)
     step = max(1, count // probes)
     paths = [table.images[i] for i in range(0, count, step)]

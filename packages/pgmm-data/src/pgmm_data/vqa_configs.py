@@ -16,8 +16,6 @@ from pgmm_core.config.sections import ComponentConfig
 from pgmm_core.images import DEFAULT_MAX_IMAGE_PIXELS
 from pgmm_data.configs import under
 
-Split = Literal["train", "val", "test"]
-
 
 class ImageDatasetConfig(ComponentConfig):
     """Image fields shared by the VQA and conversation datasets (the same as the caption datasets')."""

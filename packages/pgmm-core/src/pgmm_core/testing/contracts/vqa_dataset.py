@@ -33,9 +33,9 @@ def _stack(items: list[dict[str, Any]]) -> tuple[Any, list[dict[str, Any]]]:
 
 
 def _same_text(first: dict[str, Any], again: dict[str, Any]) -> None:
-    for key in first:
+    for key, value in first.items():
         if key != "image":
-            assert first[key] == again[key], f"item[{key!r}] differs between two reads with the same seed"
+            assert value == again[key], f"item[{key!r}] differs between two reads with the same seed"
 
 
 class _ItemFormatContract(DatasetContract):
