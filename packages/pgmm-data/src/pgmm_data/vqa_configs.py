@@ -201,10 +201,12 @@ class ConversationDatasetConfig(ImageDatasetConfig):
     bad_conversations: Literal["skip", "refuse"] = Field(
         "skip", description="A conversation breaking the marker / turn rules: skip and count it, or refuse the file.")
 
+    file_title: ClassVar[str] = ""
+
     def required_paths(self) -> list[RequiredPath]:
         """What ``validate`` checks exists (:mod:`pgmm_core.config.files`)."""
         path = Path(self.path).expanduser()
-        return [RequiredPath(path, "file", "", "path"), *self._image_root_paths(path.parent)]
+        return [RequiredPath(path, "file", self.file_title, "path"), *self._image_root_paths(path.parent)]
 
 
 class LlavaConversationsConfig(ConversationDatasetConfig):
@@ -218,13 +220,14 @@ class LlavaConversationsConfig(ConversationDatasetConfig):
     """
 
     type: Literal["llava_conversations"] = "llava_conversations"
+    file_title: ClassVar[str] = "LLaVA's conversation JSON, from huggingface.co/datasets/liuhaotian/LLaVA-Instruct-150K"
 
 
 class JsonlConversationsConfig(ConversationDatasetConfig):
     """Your own conversations: one JSON object per line,
     ``{"image": path, "conversation": [{"role": "user"|"assistant", "content": str}, ...], "id"?: str}``.
 
-    The first user turn holds the ``<image>`` marker (where the image's tokens go). Relative image
+    One user turn holds the ``<image>`` marker (where the image's tokens go). Relative image
     paths are relative to ``image_root``, itself relative to the file's folder (default: that folder);
     ``id`` defaults to ``line <n>``. Blank lines are skipped.
     """
