@@ -10,6 +10,7 @@ from pgmm_data.configs import (
     JsonlCaptionsConfig,
     SyntheticShapesConfig,
     VgCaptionConfig,
+    WebdatasetCaptionsConfig,
 )
 
 
@@ -27,6 +28,8 @@ def pgmm_register_datasets(registrar):
                   description="Flickr30k image-text retrieval test sets (LAVIS flickr30k_*.json)")
     registrar.add("synthetic_shapes", "pgmm_data.synthetic:build_synthetic_shapes", SyntheticShapesConfig,
                   description="procedural coloured shapes with captions (deterministic, no files)")
+    registrar.add("webdataset_captions", "pgmm_data.webdataset:build_webdataset_captions", WebdatasetCaptionsConfig,
+                  description="image-caption pairs streamed from WebDataset tar shards (img2dataset layout, pipe:)")
 
 
 @hookimpl
