@@ -49,12 +49,14 @@ class SampledSource:
                                   drop_last=True, seed=seed, collate_fn=collate_fn)
         self.total = self.sampler.total
         self.num_replicas = num_replicas
-        self.used = 0  # samples of the current epoch this rank consumed, for the per-dataset counts
-        self._epoch_counts: dict[int, list[int]] = {}
+        self.micro_limit = 0  # micro-batches the loop reads of an epoch (set by batches)
+        self._epoch_drawn: dict[int, torch.Tensor] = {}  # the dataset of each sample of one epoch, for counts
+        self._epoch_counts: dict[int, torch.Tensor] = {}  # per dataset, for each finished epoch
 
     def batches(self, epoch: int, first_micro: int, micro_limit: int) -> Iterable[Any]:
         """The epoch's batches from micro-batch ``first_micro`` (the loop stops at ``micro_limit``)."""
         self.sampler.set_epoch(epoch, start=first_micro * self.batch_size)
+        self.micro_limit = micro_limit
         return self.loader
 
     def unread_per_epoch(self, micro_limit: int) -> int:
@@ -65,28 +67,28 @@ class SampledSource:
         """Samples this rank drew from each dataset so far (only when they are mixed by weight)."""
         if self.sampler.weights is None:
             return {}
-        totals = [0] * len(self.names)
-        for past in range(epoch + 1):
-            used = micro * self.batch_size if past == epoch else self.sampler.per_rank
-            for i, count in enumerate(self._drawn(past, used)):
-                totals[i] += count
-        return {name: count for name, count in zip(self.names, totals)}
+        size = len(self.names)
+        totals = torch.bincount(self._drawn(epoch)[:micro * self.batch_size], minlength=size)
+        for past in range(epoch):
+            if past not in self._epoch_counts:
+                used = self.micro_limit * self.batch_size
+                self._epoch_counts[past] = torch.bincount(self._drawn(past)[:used], minlength=size)
+            totals = totals + self._epoch_counts[past]
+        return dict(zip(self.names, totals.tolist()))
 
-    def _drawn(self, epoch: int, used: int) -> list[int]:
-        sampler = self.sampler
-        if used == sampler.per_rank and epoch in self._epoch_counts:
-            return self._epoch_counts[epoch]
-        saved = sampler.epoch
-        sampler.epoch = epoch
-        try:
-            order = torch.tensor(sampler.global_order()[sampler.rank::sampler.num_replicas][:used], dtype=torch.int64)
-        finally:
-            sampler.epoch = saved
-        bounds = torch.tensor(sampler.offsets[1:], dtype=torch.int64)
-        counts = torch.bincount(torch.bucketize(order, bounds, right=True), minlength=len(self.names)).tolist()
-        if used == sampler.per_rank:
-            self._epoch_counts[epoch] = counts
-        return counts
+    def _drawn(self, epoch: int) -> torch.Tensor:
+        """The dataset of each of this rank's samples in ``epoch``, in order (kept per epoch)."""
+        if epoch not in self._epoch_drawn:
+            sampler = self.sampler
+            saved = sampler.epoch
+            sampler.epoch = epoch
+            try:
+                order = torch.tensor(sampler.global_order()[sampler.rank::sampler.num_replicas], dtype=torch.int64)
+            finally:
+                sampler.epoch = saved
+            bounds = torch.tensor(sampler.offsets[1:], dtype=torch.int64)
+            self._epoch_drawn = {epoch: torch.bucketize(order, bounds, right=True)}  # the current epoch only
+        return self._epoch_drawn[epoch]
 
     def state_dict(self) -> dict[str, Any]:
         return {}
