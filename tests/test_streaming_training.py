@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import sys
 
 import pytest
 import torch
 
 from pgmm_core.testing import final_weights, install_fake_distribution, log_records, run_train, tiny_config
 from pgmm_data.testing_shards import write_caption_shards
+
+pytestmark = pytest.mark.slow  # several tiny training runs, some under torchrun
 
 KILLER = '''
 import os
@@ -105,3 +109,39 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(shards, tmp_path, killer
                       for r in log_records(run)}
     assert resumed_counts[8] == counts[-1]  # the mixing position went on where it was
 
+
+
+def test_two_ranks_save_and_resume_their_own_stream_positions(tmp_path):
+    """Under torchrun each rank reads its own shards; the checkpoint holds both ranks' positions, and
+    the run resumed from a mid-epoch checkpoint with two ranks ends as the uninterrupted one."""
+    shards = write_caption_shards(tmp_path / "shards", shards=8, per_shard=3, size=(40, 36))
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+    def config(run_dir):
+        c = tiny_config(run_dir, train={"epochs": 2, "save_every": 2, "keep_last": 10, "log_every": 1})
+        c["data"].update(train=[{"type": "webdataset_captions", "shards": shards.pattern, "buffer_size": 2}],
+                         val=[], num_workers=2, batch_size=4)
+        return c
+
+    straight = tmp_path / "straight"
+    result = run_train(config(straight), tmp_path, name="straight.json", launcher=launcher)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["step"] for r in log_records(straight)][-1] == 6  # 24 samples / (2 ranks x 4): 3 steps x 2 epochs
+    meta = json.loads((straight / "checkpoints" / "step-000002" / "meta.json").read_text())
+    assert meta["micro"] == 2 and len(meta["data"]) == 2  # one stream position per rank
+    ranks = [json.dumps(state["loader"]["_snapshot"]["_worker_snapshots"], sort_keys=True) for state in meta["data"]]
+    assert ranks[0] != ranks[1]
+
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    for later in ("step-000004", "step-000006"):  # as if killed after the checkpoint of step 2
+        shutil.rmtree(run / "checkpoints" / later)
+    (run / "checkpoints" / "best.json").unlink(missing_ok=True)
+    one_rank = run_train(config(run), tmp_path, "--resume", "auto", name="one.json")
+    assert one_rank.returncode != 0 and "saved by 2 rank(s)" in one_rank.stderr
+    result = run_train(config(run), tmp_path, "--resume", "auto", name="resumed.json", launcher=launcher)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(step 2, epoch 0, micro-batch 2)" in result.stdout + result.stderr
+    expected, resumed = final_weights(straight), final_weights(run)
+    for key in expected:
+        assert torch.equal(expected[key], resumed[key]), key

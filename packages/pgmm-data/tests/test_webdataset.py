@@ -119,6 +119,7 @@ KILLED = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_sees_the_straight_runs_samples(shards, tmp_path):
     total = 20  # 40 samples: more than a pass (24), so the resume crosses into the reshuffled next pass
     run = [sys.executable, "-c", KILLED, shards.pattern]
