@@ -210,3 +210,13 @@ def test_mixing_an_indexable_dataset_and_shards_follows_the_weights(shards):
     assert stream.state_dict()["counts"] == [draws - from_shards, from_shards]
     shard_keys = [item["image_id"] for item in drawn if item["image_id"] in set(shards.all_keys)]
     assert max(collections.Counter(shard_keys[:24]).values()) == 1  # each pass of the shards reads each sample once
+
+
+def test_the_epoch_length_comes_from_data_shards_manifest(tmp_path):
+    shards = write_caption_shards(tmp_path, shards=2, per_shard=3, stats=False)
+    manifest = {"format": "pgmm-shards/1", "shards": [{"name": "00000.tar", "samples": 3, "bytes": 1, "sha256": "x"},
+                                                      {"name": "00001.tar", "samples": 2, "bytes": 1, "sha256": "y"}]}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert _dataset(shards.pattern).samples_per_epoch == 5  # manifest.json beside the shards
+    assert _dataset(shards.paths[0].as_posix(), manifest=str(tmp_path / "manifest.json")).samples_per_epoch == 3
+    assert _dataset(shards.pattern, samples_per_epoch=9).samples_per_epoch == 9  # the config wins

@@ -229,6 +229,7 @@ class WebdatasetCaptionsConfig(ImageCaptionConfig):
         "beside the shards, or img2dataset's NNNNN_stats.json files.")
     manifest: str | None = Field(None, description="A manifest listing each shard's sample count.")
     buffer_size: int = Field(1000, gt=0, description="Shuffle buffer, in samples, per DataLoader worker.")
+    image_root: None = Field(None, description="Not used: the shards hold their images.")
 
     def required_paths(self) -> list[RequiredPath]:
         """What ``validate`` checks exists (:mod:`pgmm_core.config.files`): local shards."""

@@ -17,6 +17,7 @@ manager asks it for its per-rank state; neither knows which kind of data it is:
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -111,12 +112,14 @@ class StreamSource:
         self.stream = TrainStream(datasets, names, weights=weights, seed=seed)
         self.stream.configure(rank, num_replicas, num_workers)
         self.total = sum(size_of(d) for d in datasets)
-        self.loader = StatefulDataLoader(
-            self.stream, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_fn,
-            worker_init_fn=_ignore_interrupts if num_workers else None,
-            # its own generator: starting the iterator must not draw from the global stream (dropout),
-            # or a resumed run's random numbers would be shifted by one draw
-            generator=torch.Generator().manual_seed(seed))
+        with warnings.catch_warnings():  # torchdata 0.11 warns about its own call of a deprecated torch API
+            warnings.filterwarnings("ignore", message=".*set_vital.*", category=UserWarning)
+            self.loader = StatefulDataLoader(
+                self.stream, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_fn,
+                worker_init_fn=_ignore_interrupts if num_workers else None,
+                # its own generator: starting the iterator must not draw from the global stream (dropout),
+                # or a resumed run's random numbers would be shifted by one draw
+                generator=torch.Generator().manual_seed(seed))
         self._iterator: Iterator[Any] | None = None
 
     def batches(self, epoch: int, first_micro: int, micro_limit: int) -> Iterable[Any]:
