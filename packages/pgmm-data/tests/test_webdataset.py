@@ -220,3 +220,14 @@ def test_the_epoch_length_comes_from_data_shards_manifest(tmp_path):
     assert _dataset(shards.pattern).samples_per_epoch == 5  # manifest.json beside the shards
     assert _dataset(shards.paths[0].as_posix(), manifest=str(tmp_path / "manifest.json")).samples_per_epoch == 3
     assert _dataset(shards.pattern, samples_per_epoch=9).samples_per_epoch == 9  # the config wins
+
+
+def test_reading_from_the_end_of_a_shard_gives_nothing(tmp_path):
+    shards = write_caption_shards(tmp_path, shards=1, per_shard=3)
+    records = list(_dataset(shards.pattern).read_shard(0, 0))
+    last_end = records[-1].end
+    assert list(_dataset(shards.pattern).read_shard(0, last_end)) == []  # the end-of-archive blocks
+    data = shards.paths[0].read_bytes()
+    shards.paths[0].write_bytes(data[:last_end])  # a tar without end-of-archive blocks: still whole
+    assert [r.key for r in _dataset(shards.pattern).read_shard(0, 0)] == shards.keys[0]
+    assert list(_dataset(shards.pattern).read_shard(0, last_end)) == []

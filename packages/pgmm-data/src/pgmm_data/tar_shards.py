@@ -122,6 +122,8 @@ def read_records(name: str, shard: int, offset: int) -> Iterator[Record]:
         if key is not None:
             yield Record(shard, start, offset + archive.offset, key, members)
     except (tarfile.TarError, OSError, EOFError) as exc:
+        if offset and key is None and str(exc) == "empty file" and opened.failure() is None:
+            return  # resumed at the very end of a tar written without end-of-archive blocks
         where = f" from byte {offset}" if offset else ""
         yield Record(shard, -1, -1, "", {}, f"{name}: damaged after {read} complete sample(s){where}: "
                                              f"{exc}; the rest of the shard is skipped")
