@@ -24,7 +24,7 @@ PLUGINS = ("pgmm_vision", "pgmm_pangu", "pgmm_data", "pgmm_ascend")
 # what plugins may import (docs/plugins.md): a module listed here, or a submodule of one ending in ".*"
 PUBLIC = ("pgmm_core", "pgmm_core.errors", "pgmm_core.hookspecs", "pgmm_core.components",
           "pgmm_core.config.sections", "pgmm_core.config.files", "pgmm_core.devices.*", "pgmm_core.preprocessing",
-          "pgmm_core.images",
+          "pgmm_core.images", "pgmm_core.streaming",
           "pgmm_core.files", "pgmm_core.objectives.base", "pgmm_core.strategies.base", "pgmm_core.testing.*",
           "pgmm_core.plugins")
 LINT = ("import sys; from importlinter.cli import lint_imports; "

@@ -52,6 +52,17 @@ def _guarded(path: str, max_pixels: int, *, decode: bool) -> Any:
         raise BadImage("is a directory") from None
     except OSError as exc:
         raise BadImage(f"cannot read: {exc.strerror or exc}") from None
+    return _decoded(data, max_pixels, decode=decode)
+
+
+def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Any:
+    """:func:`open_rgb` for an image already in memory (a member of a tar shard)."""
+    return _decoded(data, max_pixels, decode=True)
+
+
+def _decoded(data: bytes, max_pixels: int, *, decode: bool) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with warnings.catch_warnings():
             # PIL warns above Image.MAX_IMAGE_PIXELS and refuses above twice that; the limit that

@@ -208,3 +208,32 @@ class SyntheticShapesConfig(CaptionDatasetConfig):
     type: Literal["synthetic_shapes"] = "synthetic_shapes"
     num_samples: int = Field(2000, gt=0)
     seed: int = 0
+
+
+class WebdatasetCaptionsConfig(ImageCaptionConfig):
+    """Image–caption pairs streamed from WebDataset tar shards in img2dataset's layout: ``NNNNN.tar``
+    holding ``{key}.jpg|png|webp``, ``{key}.txt`` (the caption) and ``{key}.json`` (its ``caption``
+    field is used when there is no ``.txt``).
+
+    ``shards`` are brace-expanded (``/data/cc3m/{00000..00331}.tar``); local paths, or ``pipe:``
+    commands that write a tar to stdout (``pipe:aws s3 cp s3://bucket/cc3m/00000.tar -``). Training
+    reads them as a stream: dealt to ranks then DataLoader workers, shuffled through a buffer, the
+    position saved in every checkpoint. Validation and test splits read every sample of the shards
+    into memory (one item per sample, its caption the reference): keep them small.
+    """
+
+    type: Literal["webdataset_captions"] = "webdataset_captions"
+    shards: str | list[str] = Field(..., description="Shard path(s) or pipe: command(s), brace-expanded.")
+    samples_per_epoch: int | None = Field(
+        None, gt=0, description="Samples in one pass over the shards; default: from 'manifest', manifest.json "
+        "beside the shards, or img2dataset's NNNNN_stats.json files.")
+    manifest: str | None = Field(None, description="A manifest listing each shard's sample count.")
+    buffer_size: int = Field(1000, gt=0, description="Shuffle buffer, in samples, per DataLoader worker.")
+    image_root: None = Field(None, description="Not used: the shards hold their images.")
+
+    def required_paths(self) -> list[RequiredPath]:
+        """What ``validate`` checks exists (:mod:`pgmm_core.config.files`): local shards."""
+        from pgmm_data.tar_shards import expand_shards, is_pipe
+
+        return [RequiredPath(Path(n).expanduser(), "file", "a WebDataset shard", "shards")
+                for n in expand_shards(self.shards) if not is_pipe(n)]

@@ -10,6 +10,7 @@ from pgmm_data.configs import (
     JsonlCaptionsConfig,
     SyntheticShapesConfig,
     VgCaptionConfig,
+    WebdatasetCaptionsConfig,
 )
 from pgmm_data.vqa_configs import (
     GqaConfig,
@@ -45,6 +46,8 @@ def pgmm_register_datasets(registrar):
     registrar.add("jsonl_conversations", "pgmm_data.conversations:build_jsonl_conversations",
                   JsonlConversationsConfig,
                   description='your own {"image", "conversation": [{"role", "content"}]} lines')
+    registrar.add("webdataset_captions", "pgmm_data.webdataset:build_webdataset_captions", WebdatasetCaptionsConfig,
+                  description="image-caption pairs streamed from WebDataset tar shards (img2dataset layout, pipe:)")
 
 
 @hookimpl

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from pgmm_core.data import BadImageTracker, ResumableSampler, make_loader
+from pgmm_core.data import BadImageTracker
 from pgmm_core.errors import DataError
 from pgmm_core.model import MultimodalModel, build_model
 from pgmm_core.objectives.base import ObjectiveModule
@@ -20,6 +20,7 @@ from pgmm_core.preprocessing import encoder_image_spec
 from pgmm_core.train import rng
 from pgmm_core.train.evaluator import build_datasets
 from pgmm_core.train.optim import build_optimizer
+from pgmm_core.train.sources import SampledSource, StreamSource, build_train_source
 
 
 @dataclass
@@ -33,8 +34,7 @@ class Built:
     image_spec: Any
     policy: Any
     val_sets: list[Any]
-    sampler: ResumableSampler
-    loader: Any
+    source: SampledSource | StreamSource  # the train batches and their position, whatever the data's kind
     steps_per_epoch: int
     total_steps: int
     optimizer: torch.optim.Optimizer
@@ -57,14 +57,14 @@ def build_run(config: Any, strategy: Any, device: torch.device) -> Built:
     val_sets = build_datasets(cfg, cfg.data.val, split="val", image_spec=image_spec)
     batch_size = cfg.data.batch_size
     num_replicas, rank = strategy.data_shard()
-    sampler = ResumableSampler([len(d) for d in train_sets], num_replicas=num_replicas, rank=rank, seed=t.seed,
-                               weights=cfg.data.train_weights)
-    loader = make_loader(train_sets, sampler, batch_size=batch_size, num_workers=cfg.data.num_workers,
-                         drop_last=True, seed=t.seed, collate_fn=objective.collate)
-    steps_per_epoch = (sampler.per_rank // batch_size) // t.accum_steps
+    source = build_train_source(train_sets, cfg.data.train, num_replicas=num_replicas, rank=rank, seed=t.seed,
+                                weights=cfg.data.train_weights, batch_size=batch_size,
+                                num_workers=cfg.data.num_workers, collate_fn=objective.collate)
+    per_rank = -(-source.total // num_replicas)
+    steps_per_epoch = (per_rank // batch_size) // t.accum_steps
     if steps_per_epoch == 0:
         raise DataError(
-            f"the train data ({sampler.total} samples over {num_replicas} rank(s)) is smaller than "
+            f"the train data ({source.total} samples over {num_replicas} rank(s)) is smaller than "
             f"one optimizer step (batch_size {batch_size} x accum_steps {t.accum_steps})"
         )
     total_steps = steps_per_epoch * t.epochs
@@ -78,5 +78,5 @@ def build_run(config: Any, strategy: Any, device: torch.device) -> Built:
     tracker = BadImageTracker(cfg.data.max_bad_fraction, collectives=strategy.collectives, device=device)
     return Built(objective=objective, model=model, module=module, frozen_prints=model.frozen_fingerprint,
                  image_spec=image_spec, policy=policy, val_sets=val_sets,
-                 sampler=sampler, loader=loader, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                 source=source, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                  optimizer=optimizer, scaler=scaler, trainable=trainable, tracker=tracker)

@@ -6,7 +6,9 @@ The manager saves the state of every stateful part of training:
 * the trainable weights and the optimizer state, through the strategy (a sharded strategy gathers
   or writes shards; the built-in ones hand rank 0 the whole state);
 * the grad scaler, every rank's random generators;
-* the named parts given to it (``state_dict()``/``load_state_dict()``: bad-image counts, callbacks);
+* the named parts given to it (``state_dict()``/``load_state_dict()``: bad-image counts, callbacks),
+  and the per-rank parts, whose states differ by rank (the train data's stream position): gathered
+  from every rank, saved as a list, each rank restoring its own;
 * the best checkpoint so far (``best.json``), and pruning to ``train.keep_last``.
 
 Every rank calls :meth:`maybe_save`, :meth:`save` and :meth:`load` (collectives happen inside);
@@ -52,7 +54,8 @@ class Stateful(Protocol):
 
 class CheckpointManager:
     def __init__(self, *, run_dir: Any, train: Any, strategy: Any, model: Any, optimizer: Any, scaler: Any,
-                 evaluator: Any, parts: dict[str, Stateful], batch_size: int, message: Any) -> None:
+                 evaluator: Any, parts: dict[str, Stateful], batch_size: int, message: Any,
+                 rank_parts: dict[str, Stateful] | None = None) -> None:
         self.run_dir = run_dir
         self.train = train
         self.strategy = strategy
@@ -61,6 +64,7 @@ class CheckpointManager:
         self.scaler = scaler
         self.evaluator = evaluator
         self.parts = parts
+        self.rank_parts = rank_parts or {}
         self.batch_size = batch_size
         self.message = message
         self.best: dict[str, Any] | None = None
@@ -92,11 +96,12 @@ class CheckpointManager:
         rng_states = self.strategy.collectives.all_gather_object(backend.to_serializable(rng.capture(backend)))
         weights = self.strategy.model_state(self.model)
         optimizer_state = self.strategy.optimizer_state(self.optimizer)
+        rank_states = self._gather_rank_parts()
         failure: CheckpointWriteError | None = None
         path = None
         if self.strategy.is_main:
             try:
-                path = self._write(position, weights, optimizer_state, rng_states)
+                path = self._write(position, weights, optimizer_state, rng_states, rank_states)
             except (OSError, RuntimeError, SafetensorError) as exc:
                 failure = self._write_failure(position.global_step, exc)
         if self.strategy.world_size > 1:  # every rank stops together, not only the writing one
@@ -109,7 +114,17 @@ class CheckpointManager:
         self.saved_step = position.global_step
         return path
 
-    def _write(self, position: Position, weights: Any, optimizer_state: Any, rng_states: Any) -> Path:
+    def _gather_rank_parts(self) -> dict[str, list[dict[str, Any]]]:
+        """Every rank's state of each per-rank part; parts with no state on any rank are left out."""
+        gathered = {}
+        for name, part in self.rank_parts.items():
+            states = self.strategy.collectives.all_gather_object(part.state_dict())
+            if any(states):
+                gathered[name] = states
+        return gathered
+
+    def _write(self, position: Position, weights: Any, optimizer_state: Any, rng_states: Any,
+               rank_states: dict[str, list[dict[str, Any]]]) -> Path:
         step = position.global_step
         metrics = self.evaluator.metrics_at(step)
         self._update_best(step)
@@ -121,7 +136,7 @@ class CheckpointManager:
         meta = {"epoch": position.epoch, "micro": position.micro, "metrics": metrics,
                 "metrics_step": self.evaluator.metrics_step, "best": self.best,
                 "world_size": self.strategy.world_size, "batch_size": self.batch_size, "created": time.time(),
-                **{name: part.state_dict() for name, part in self.parts.items()}}
+                **{name: part.state_dict() for name, part in self.parts.items()}, **rank_states}
         path = ckpt.save_checkpoint(self.run_dir.checkpoints, step, weights, state, meta)
         protect = {path}
         if self.best is not None:
@@ -245,6 +260,15 @@ class CheckpointManager:
         for name, part in self.parts.items():
             if meta.get(name):
                 part.load_state_dict(meta[name])
+        for name, part in self.rank_parts.items():
+            states = meta.get(name)
+            if not states:
+                continue
+            if len(states) != self.strategy.world_size:
+                raise CheckpointError(f"{path}: the {name} position was saved by {len(states)} rank(s); a stream "
+                                      f"is dealt to ranks, so resume with {len(states)} (now "
+                                      f"{self.strategy.world_size})")
+            part.load_state_dict(states[self.strategy.rank])
         self.best = meta.get("best")
         self.evaluator.restore(meta.get("metrics", {}), meta.get("metrics_step", -1))
         self.saved_step = meta["step"]

@@ -109,7 +109,8 @@ class Trainer:
         self.checkpoints = CheckpointManager(
             run_dir=self.run_dir, train=cfg.train, strategy=strategy, model=built.model, optimizer=built.optimizer,
             scaler=built.scaler, evaluator=self.evaluator, batch_size=cfg.data.batch_size, message=self._message,
-            parts={"bad_images": built.tracker, "callbacks": self.callbacks, "nonfinite": self.nonfinite})
+            parts={"bad_images": built.tracker, "callbacks": self.callbacks, "nonfinite": self.nonfinite},
+            rank_parts={"data": built.source})
         found = self.checkpoints.find(self.resume)
         return self.checkpoints.load(found, cfg.train.seed) if found is not None else Position()
 
@@ -136,7 +137,7 @@ class Trainer:
                                    step=position.global_step, epoch=position.epoch)
         self.loop = StepLoop(
             train=t, strategy=strategy, module=built.module, trainable=built.trainable, optimizer=built.optimizer,
-            scaler=built.scaler, policy=built.policy, device=device, loader=built.loader, sampler=built.sampler,
+            scaler=built.scaler, policy=built.policy, device=device, source=built.source,
             tracker=built.tracker, batch_size=cfg.data.batch_size, steps_per_epoch=built.steps_per_epoch,
             total_steps=built.total_steps, view=view, memory_stats=strategy.device_backend.memory_stats,
             nonfinite=self.nonfinite, before_step=self._before_optimizer_step)

@@ -113,7 +113,7 @@ class StepLoop:
     """Turns the train loader into optimizer steps, through the strategy."""
 
     def __init__(self, *, train: Any, strategy: Any, module: Any, trainable: list[torch.Tensor], optimizer: Any,
-                 scaler: Any, policy: Any, device: torch.device, loader: Any, sampler: Any, tracker: Any,
+                 scaler: Any, policy: Any, device: torch.device, source: Any, tracker: Any,
                  batch_size: int, steps_per_epoch: int, total_steps: int, view: Any,
                  memory_stats: Any, nonfinite: NonFiniteSteps | None = None,
                  before_step: Callable[[int], None] | None = None) -> None:
@@ -125,8 +125,7 @@ class StepLoop:
         self.scaler = scaler
         self.policy = policy
         self.device = device
-        self.loader = loader
-        self.sampler = sampler
+        self.source = source  # the batches of an epoch from a micro-batch on (pgmm_core.train.sources)
         self.tracker = tracker
         self.batch_size = batch_size
         self.steps_per_epoch = steps_per_epoch
@@ -158,16 +157,16 @@ class StepLoop:
         accum = t.accum_steps
         micro_limit = self.steps_per_epoch * accum
         # Images of an epoch the loader never reads: drop_last's partial batch, an unfinished accumulation.
-        unread = max(self.sampler.total - micro_limit * self.batch_size * self.sampler.num_replicas, 0)
+        unread = self.source.unread_per_epoch(micro_limit)
         window = _Window()
         self.module.train()
         for epoch in range(start.epoch, t.epochs):
             first_micro = start.micro if epoch == start.epoch else 0
-            self.sampler.set_epoch(epoch, start=first_micro * self.batch_size)
+            batches = self.source.batches(epoch, first_micro, micro_limit)
             self.view.epoch = epoch
             micro = first_micro
             step_loss, step_targets, step_parts = 0.0, 0, _Means()
-            for batch in self.loader:
+            for batch in batches:
                 if micro >= micro_limit:
                     break
                 self.tracker.update(batch)
@@ -206,7 +205,7 @@ class StepLoop:
                     self.tracker.add_unread(unread)
                 record: dict[str, Any] = {}
                 if self.view.step % t.log_every == 0 or self.view.step == self.total_steps:
-                    record = self._log_record(window, grad_norm, epoch)
+                    record = self._log_record(window, grad_norm, epoch, micro)
                     window = _Window()
                 position = Position(self.view.step, epoch, micro) if micro < micro_limit else Position(
                     self.view.step, epoch + 1, 0)
@@ -238,7 +237,7 @@ class StepLoop:
         self.strategy.scale_gradients(self.trainable, factor)
         return loss_sum * factor
 
-    def _log_record(self, window: _Window, grad_norm: float, epoch: int) -> dict[str, Any]:
+    def _log_record(self, window: _Window, grad_norm: float, epoch: int, micro: int) -> dict[str, Any]:
         collectives = self.strategy.collectives
         seconds = time.perf_counter() - window.started
         loss = window.loss / window.steps if window.steps else math.nan  # every step of the window skipped
@@ -269,9 +268,19 @@ class StepLoop:
             "nonfinite_steps": self.nonfinite.total,
             **self.memory_stats(),
         }
+        record.update(self._dataset_counts(epoch, micro))
         if self.scaler is not None:
             record["loss_scale"] = float(self.scaler.get_scale())
         return record
+
+    def _dataset_counts(self, epoch: int, micro: int) -> dict[str, int]:
+        """``samples/<dataset>``: samples drawn from each dataset so far, over all ranks (mixed data only)."""
+        counts = self.source.counts(epoch, micro)
+        if not counts:
+            return {}
+        summed = self.strategy.collectives.reduce_scalars({k: float(v) for k, v in counts.items()}, op="sum",
+                                                          device=self.device)
+        return {f"samples/{name}": int(round(value)) for name, value in summed.items()}
 
     def _part_names(self, parts: dict[str, float]) -> list[str]:
         """The loss parts any rank has in this window, the same sorted list on every rank (their

@@ -146,3 +146,83 @@ class DatasetContract(ComponentContract):
         eval_batch = next(iter(make_loader([eval_dataset], EvalShardSampler(len(eval_dataset)),
                                            batch_size=2, num_workers=0, drop_last=False)))
         assert len(eval_batch.references) == len(eval_batch.image_ids) == eval_batch.images.shape[0]
+
+
+class ShardStreamDatasetContract(DatasetContract):
+    """A dataset whose train split streams shards (:mod:`pgmm_core.streaming`); val/test are indexable.
+
+    The train split is a :class:`~pgmm_core.streaming.ShardStream`: no ``len`` or indexing, but
+    ``read_shard(shard, offset)`` from any record's ``end`` goes on with the next record (exact resume
+    seeks there), offsets grow within a shard, ``decode`` gives train items whose augmentation draws
+    only from torch's generator, and it is picklable (DataLoader workers).
+    """
+
+    def _records(self, stream: Any, shard: int = 0) -> list[Any]:
+        return list(stream.read_shard(shard, 0))
+
+    def test_sized(self, component_instance: Any, eval_dataset: Any) -> None:
+        from pgmm_core.streaming import is_streaming
+
+        assert is_streaming(component_instance), "the train split must be a pgmm_core.streaming.ShardStream"
+        assert component_instance.shards and component_instance.samples_per_epoch > 0
+        assert isinstance(len(eval_dataset), int) and len(eval_dataset) > 0
+
+    def test_train_items(self, component_instance: Any) -> None:
+        from pgmm_core.streaming import sample_seed, seeded
+
+        records = self._records(component_instance)[: self.items_checked]
+        assert records, "the first shard gave no record"
+        for number, record in enumerate(records):
+            item = seeded(lambda: component_instance.decode(record), sample_seed(0, number))
+            assert "bad" not in item, f"train record {record.key} could not be read: {item['bad']}"
+            assert {"image", "caption", "image_id"} <= set(item), sorted(item)
+            self._check_image(item["image"])
+            assert isinstance(item["caption"], str) and item["caption"].strip()
+            assert isinstance(item["image_id"], str)
+
+    def test_reading_goes_on_from_any_record_end(self, component_instance: Any) -> None:
+        records = self._records(component_instance)
+        offsets = [r.offset for r in records]
+        assert offsets == sorted(set(offsets)), "record offsets must grow within a shard"
+        for i, record in enumerate(records[:-1]):
+            rest = [r.key for r in component_instance.read_shard(record.shard, record.end)]
+            assert rest == [r.key for r in records[i + 1:]], f"reading from the end of {record.key}"
+
+    def test_index_past_the_end_raises_index_error(self, eval_dataset: Any) -> None:
+        with pytest.raises(IndexError):
+            eval_dataset[len(eval_dataset)]
+
+    def test_same_seed_gives_the_same_item(self, component_instance: Any) -> None:
+        import torch
+
+        from pgmm_core.streaming import seeded
+
+        record = self._records(component_instance)[0]
+        first, again = (seeded(lambda: component_instance.decode(record), 1234) for _ in range(2))
+        torch.testing.assert_close(first["image"], again["image"], rtol=0, atol=0,
+                                   msg="augmentation must draw from torch's generator only")
+
+    def test_picklable(self, component_instance: Any) -> None:
+        import torch
+
+        from pgmm_core.streaming import seeded
+
+        restored = pickle.loads(pickle.dumps(component_instance))
+        record = self._records(restored)[0]
+        ours, theirs = (seeded(lambda d=d: d.decode(record), 7) for d in (component_instance, restored))
+        torch.testing.assert_close(theirs["image"], ours["image"], rtol=0, atol=0)
+        assert theirs["caption"] == ours["caption"]
+
+    def test_batches_through_the_trainer_loader(self, component_instance: Any, eval_dataset: Any) -> None:
+        from pgmm_core.data import EvalShardSampler, collate, make_loader
+        from pgmm_core.streaming import TrainStream
+
+        stream = TrainStream([component_instance], [self.component], seed=0)
+        stream.configure(0, 1, 0)
+        items = iter(stream)
+        batch = collate([next(items) for _ in range(2)])
+        assert batch.images.shape == (2, 3, self.image_size, self.image_size)
+        assert len(batch.captions) == 2 and not batch.bad
+        eval_batch = next(iter(make_loader([eval_dataset], EvalShardSampler(len(eval_dataset)),
+                                           batch_size=2, num_workers=0, drop_last=False)))
+        assert len(eval_batch.references) == len(eval_batch.image_ids) == eval_batch.images.shape[0]
