@@ -189,3 +189,21 @@ def test_data_check_reports_truncated_shards_and_bad_members(jsonl_config, tmp_p
     text = capsys.readouterr().out
     assert "x1: undecodable image: x1.jpg: not an image file PIL can read" in text
     assert "x2: missing caption: no x2.txt" in text and "manifest: none" in text
+
+
+def test_the_tiny_demo_training_data_can_be_sharded(tmp_path, capsys):
+    demo = Path(__file__).parents[3] / "examples" / "tiny" / "stage2.json"
+    out = tmp_path / "tiny"
+    args = ["data", "shard", str(demo), "--out", str(out), "--samples-per-shard", "64", "data.train.0.max_samples=150",
+            "--json"]
+    assert cli_main(args) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "shards": 3, "samples": 150, "bytes": sum(p.stat().st_size for p in out.glob("*.tar")), "skipped_samples": 0,
+        "bad_images": 0, "bad_by_kind": {}, "source_samples": 150}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [s["samples"] for s in manifest["shards"]] == [64, 64, 22]
+    assert manifest["source"]["image_size"] == 64 and manifest["source"]["overrides"] == ["data.train.0.max_samples=150"]
+    names = [name for name, _ in _members(out / "00002.tar")]
+    assert names[:3] == ["0000200.png", "0000200.txt", "0000200.json"] and len(names) == 3 * 22
+    assert cli_main(["data", "check", "--shards", str(out)]) == 0
+    assert "150 samples" in capsys.readouterr().out

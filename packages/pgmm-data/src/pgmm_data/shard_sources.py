@@ -71,20 +71,24 @@ def encode_png(image: Any) -> bytes:
     return buffer.getvalue()
 
 
-def stored_file(path: str, max_pixels: int) -> StoredImage:
-    """``path`` as a member: original bytes for JPEG/PNG/WebP, else a PNG of its RGB pixels."""
+def stored_file(path: str, max_pixels: int, *, verified: bool = False) -> StoredImage:
+    """``path`` as a member: original bytes for JPEG/PNG/WebP, else a PNG of its RGB pixels.
+
+    ``verified``: the file already decoded completely for an earlier sample, so only its header is read.
+    """
     from PIL import Image
 
     from pgmm_core.images import open_rgb
 
-    rgb = open_rgb(path, max_pixels)  # raises BadImage: the same verdict as training gives
+    rgb = None if verified else open_rgb(path, max_pixels)  # raises BadImage: the same verdict as training
     data = Path(path).read_bytes()
     with Image.open(io.BytesIO(data)) as header:
         extension = KEPT_FORMATS.get(header.format or "")
         width, height = header.size
     if extension is not None:
         return StoredImage(data, extension, width, height, reencoded=False)
-    return StoredImage(encode_png(rgb), "png", width, height, reencoded=True)
+    return StoredImage(encode_png(rgb if rgb is not None else open_rgb(path, max_pixels)), "png", width, height,
+                       reencoded=True)
 
 
 class AnnotationSource:
@@ -103,6 +107,9 @@ class AnnotationSource:
         self.train = train
         self.max_pixels = int(dataset.max_pixels)
         self._length = len(dataset)
+        # images that decoded completely once: captions of one image far apart (or shuffled) cost one
+        # full decode, not one per caption
+        self._usable: set[int] = set()
 
     def __len__(self) -> int:
         return self._length
@@ -122,7 +129,9 @@ class AnnotationSource:
         return RawSample(index, caption, meta)
 
     def load_image(self, ref: int) -> StoredImage:
-        return stored_file(self.annotations.images[ref], self.max_pixels)
+        stored = stored_file(self.annotations.images[ref], self.max_pixels, verified=ref in self._usable)
+        self._usable.add(ref)
+        return stored
 
     def image_label(self, ref: int) -> str:
         return self.annotations.images[ref]
