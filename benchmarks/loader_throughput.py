@@ -77,9 +77,8 @@ def _tar_samples(paths: list[str]):
 
 def build_loader(variant: str, root: Path, size: int, workers: int):
     import torch
-    from torch.utils.data import DataLoader, IterableDataset
-
     from pgmm_core.data import collate
+    from torch.utils.data import DataLoader, IterableDataset
 
     shards = sorted(str(p) for p in (root / "shards").glob("*.tar"))
     if variant == "shards_tarfile":
@@ -91,9 +90,8 @@ def build_loader(variant: str, root: Path, size: int, workers: int):
             def __iter__(self):
                 import io
 
-                from PIL import Image
-
                 from pgmm_core.images import to_rgb
+                from PIL import Image
 
                 info = torch.utils.data.get_worker_info()
                 mine = shards if info is None else shards[info.id::info.num_workers]
@@ -106,7 +104,6 @@ def build_loader(variant: str, root: Path, size: int, workers: int):
         return DataLoader(Shards(), batch_size=32, num_workers=workers, collate_fn=collate)
     if variant == "shards_webdataset":
         import webdataset as wds
-
         from pgmm_data.processors import blip2_image_train, blip_caption
 
         transform = blip2_image_train(size)
@@ -289,7 +286,7 @@ def main() -> None:
                     set_cache(root, warm=cache == "warm")
                     out = subprocess.run([sys.executable, __file__, "--variant", variant, "--root", str(root),
                                           "--size", str(args.size), "--workers", str(args.workers)],
-                                         capture_output=True, text=True)
+                                         capture_output=True, text=True, check=False)
                     if out.returncode:
                         raise SystemExit(f"{variant} failed:\n{out.stderr}")
                     rates[cache][variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -311,10 +308,10 @@ def main() -> None:
 
 def table(result: dict) -> str:
     summary = result["summary"]
-    lines = [f"{result['images']} JPEGs 640x480 ({result['loose_bytes'] / 1e6:.0f} MB loose, {result['shards']} shards "
-             f"{result['shard_bytes'] / 1e6:.0f} MB) -> {result['size']}, batch 32, "
-             f"{'in-process loading (one worker)' if not result['workers'] else str(result['workers']) + ' workers'}, "
-             f"median of {result['rounds']} epochs", "",
+    loading = "in-process loading (one worker)" if not result["workers"] else f"{result['workers']} workers"
+    lines = [(f"{result['images']} JPEGs 640x480 ({result['loose_bytes'] / 1e6:.0f} MB loose, {result['shards']} shards "
+              f"{result['shard_bytes'] / 1e6:.0f} MB) -> {result['size']}, batch 32, {loading}, "
+              f"median of {result['rounds']} epochs"), "",
              "| loader | warm: images/s (wall) | warm: images/CPU-s | cold: images/s (wall) | cold: images/CPU-s |",
              "|---|---|---|---|---|"]
     for variant in VARIANTS:

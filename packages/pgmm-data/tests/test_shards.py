@@ -12,7 +12,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from pgmm_core.cli import main as cli_main
 from pgmm_core.testing import tiny_config, write_config
 from pgmm_data.testing import write_coco_tree, write_jsonl_tree
@@ -80,9 +79,8 @@ def test_jsonl_captions_become_well_formed_shards_with_a_manifest(jsonl_config, 
 
 
 def test_synthetic_shapes_shards_are_deterministic_pngs(tmp_path):
-    from PIL import Image
-
     from pgmm_data.synthetic import render
+    from PIL import Image
 
     config = write_config(tmp_path / "c.json", tiny_config(tmp_path / "run", data={
         "train": [{"type": "synthetic_shapes", "num_samples": 10, "seed": 3}]}))
@@ -124,7 +122,8 @@ def test_a_killed_run_resumes_to_identical_output(tmp_path, capsys):
     assert _shard(config, tmp_path / "straight", 4, "--shuffle", "7") == 0
     out = tmp_path / "resumed"
     args = ["data", "shard", str(config), "--out", str(out), "--samples-per-shard", "4", "--shuffle", "7"]
-    killed = subprocess.run([sys.executable, "-c", _KILL, "6", *args], capture_output=True, text=True, timeout=120)
+    killed = subprocess.run([sys.executable, "-c", _KILL, "6", *args], capture_output=True, text=True,
+                            timeout=120, check=False)
     assert killed.returncode == -9, killed.stderr
     left = sorted(p.name for p in out.iterdir())
     assert left == ["00000.tar", "00001.tar.tmp", "manifest.json"]  # one shard done, the second half-written

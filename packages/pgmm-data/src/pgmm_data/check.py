@@ -24,7 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from pgmm_data.shard_cli import SHARD_DESCRIPTION, add_check_shards_arguments, configure_shard, run_check_shards, run_shard
+from pgmm_data.shard_cli import (
+    SHARD_DESCRIPTION,
+    add_check_shards_arguments,
+    configure_shard,
+    run_check_shards,
+    run_shard,
+)
 
 SPLITS = ("train", "val", "test")
 DESCRIPTION = (

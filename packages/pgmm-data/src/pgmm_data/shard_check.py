@@ -192,9 +192,8 @@ def shard_paths(locations: list[str]) -> tuple[list[Path], list[Path]]:
 
 
 def check_shards(locations: list[str], *, max_pixels: int, workers: int = 1, progress: bool = True) -> ShardsReport:
-    from tqdm.auto import tqdm
-
     from pgmm_core.errors import DataError
+    from tqdm.auto import tqdm
 
     paths, directories = shard_paths(locations)
     missing = [str(p) for p in paths if not p.is_file()]
@@ -256,9 +255,9 @@ def _compare_manifest(directory: Path, report: ShardsReport, shards: list[ShardR
 
 def format_shards_report(report: ShardsReport, show: int = 20) -> str:
     total_bytes = sum(s.bytes for s in report.shards)
-    lines = [f"{report.location}: {len(report.shards)} shard(s), {report.samples:,} samples, "
-             f"{total_bytes / 1e6:,.1f} MB; manifest: {report.manifest}"]
-    formats = Counter()
+    lines = [(f"{report.location}: {len(report.shards)} shard(s), {report.samples:,} samples, "
+              f"{total_bytes / 1e6:,.1f} MB; manifest: {report.manifest}")]
+    formats: Counter[str] = Counter()
     for shard in report.shards:
         formats.update(shard.images)
     if formats:

@@ -61,6 +61,7 @@ def run_shard(args: argparse.Namespace) -> int:
     from pgmm_core import load_config
     from pgmm_core.errors import ConfigError
     from pgmm_core.preprocessing import config_image_spec
+
     from pgmm_data.shard_sources import SyntheticSource, source_of
     from pgmm_data.shard_writer import ShardSettings, ShardWriter
 
@@ -102,6 +103,7 @@ def add_check_shards_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_check_shards(args: argparse.Namespace) -> int:
     from pgmm_core.images import DEFAULT_MAX_IMAGE_PIXELS
+
     from pgmm_data.shard_check import check_shards, format_shards_report
 
     report = check_shards(args.shards, max_pixels=args.max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS,

@@ -76,9 +76,8 @@ def stored_file(path: str, max_pixels: int, *, verified: bool = False) -> Stored
 
     ``verified``: the file already decoded completely for an earlier sample, so only its header is read.
     """
-    from PIL import Image
-
     from pgmm_core.images import open_rgb
+    from PIL import Image
 
     rgb = None if verified else open_rgb(path, max_pixels)  # raises BadImage: the same verdict as training
     data = Path(path).read_bytes()

@@ -40,8 +40,9 @@ class ShardTarWriter:
         self.path = path
         self.tmp = path.with_name(path.name + ".tmp")
         self.samples = 0
-        self._handle = open(self.tmp, "wb")
-        self._tar = tarfile.open(fileobj=self._handle, mode="w", format=tarfile.USTAR_FORMAT)
+        # kept open across add() calls; commit() or abort() closes them
+        self._handle = open(self.tmp, "wb")  # noqa: SIM115
+        self._tar = tarfile.open(fileobj=self._handle, mode="w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115
 
     def add(self, key: str, members: list[tuple[str, bytes]]) -> None:
         """One sample: ``(extension, bytes)`` members, all named ``{key}.{extension}``."""

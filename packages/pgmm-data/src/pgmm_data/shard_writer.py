@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pgmm_core.errors import DataError
+
 from pgmm_data.shard_sources import RawSample, ShardSource, StoredImage
 from pgmm_data.shard_tar import (
     MANIFEST_FORMAT,
