@@ -206,3 +206,29 @@ def test_the_tiny_demo_training_data_can_be_sharded(tmp_path, capsys):
     assert names[:3] == ["0000200.png", "0000200.txt", "0000200.json"] and len(names) == 3 * 22
     assert cli_main(["data", "check", "--shards", str(out)]) == 0
     assert "150 samples" in capsys.readouterr().out
+
+
+def test_png_and_webp_are_kept_as_they_are_and_other_formats_become_png(tmp_path):
+    from pgmm_data.testing import photo
+    from PIL import Image
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    lines = []
+    for index, (name, fmt) in enumerate([("a.png", "PNG"), ("b.webp", "WEBP"), ("c.bmp", "BMP"), ("d.jpg", "PNG")]):
+        photo(index, (40, 30)).convert("RGB").save(folder / name, format=fmt)  # d.jpg holds PNG data
+        lines.append(json.dumps({"image": name, "caption": f"picture {index}"}))
+    (folder / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    config = write_config(tmp_path / "c.json", tiny_config(tmp_path / "run", data={
+        "train": [{"type": "jsonl_captions", "path": str(folder / "captions.jsonl")}]}))
+    assert _shard(config, tmp_path / "out", 10) == 0
+    members = dict(_members(tmp_path / "out" / "00000.tar"))
+    images = {name: data for name, data in members.items() if not name.endswith((".txt", ".json"))}
+    assert sorted(images) == ["000000.png", "000001.webp", "000002.png", "000003.png"]
+    assert images["000000.png"] == (folder / "a.png").read_bytes()
+    assert images["000001.webp"] == (folder / "b.webp").read_bytes()
+    assert images["000003.png"] == (folder / "d.jpg").read_bytes()  # by content, not by file name
+    bmp = Image.open(io.BytesIO(images["000002.png"]))
+    assert bmp.format == "PNG" and bmp.tobytes() == Image.open(folder / "c.bmp").convert("RGB").tobytes()
+    assert json.loads(members["000002.json"])["reencoded"] == "png"
+    assert "reencoded" not in json.loads(members["000000.json"])
