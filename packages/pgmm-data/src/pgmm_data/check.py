@@ -1,5 +1,8 @@
 """``python -m pgmm_core data check --config FILE``: scan the configured datasets before training.
 
+(``data check --shards DIR`` reads WebDataset shards instead: :mod:`pgmm_data.shard_check`; ``data shard``
+writes them: :mod:`pgmm_data.shard_cli`.)
+
 For every dataset in ``data.train``, ``data.val`` and ``data.test`` it builds the dataset exactly
 as the trainer does (so annotation problems surface with the same messages), decodes every image it
 uses in worker processes with a progress bar, and reports counts, the bad files (missing, unreadable,
@@ -21,6 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from pgmm_data.shard_cli import (
+    SHARD_DESCRIPTION,
+    add_check_shards_arguments,
+    configure_shard,
+    run_check_shards,
+    run_shard,
+)
+
 SPLITS = ("train", "val", "test")
 DESCRIPTION = (
     "Build every dataset of data.train, data.val and data.test as the trainer does, decode every image "
@@ -28,14 +39,22 @@ DESCRIPTION = (
     "with the samples they cost per epoch, and caption lengths in words. Exit status 0 when every "
     "image is usable, 1 when some are not."
 )
+SHARDS_DESCRIPTION = (
+    "read WebDataset tar shards member by member and report samples, bad members (undecodable image, "
+    "missing or empty caption, bad JSON), truncated tars, and disagreements with data shard's manifest.json "
+    "(size, sha256, sample count). Exit status 0 when all is well, 1 otherwise."
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     sub.required = True
-    p = sub.add_parser("check", help="scan the configured datasets: counts, bad files, caption lengths",
-                       description=DESCRIPTION)
-    p.add_argument("--config", required=True, help="the training config (JSON)")
+    p = sub.add_parser("check", help="scan the configured datasets (or shards): counts, bad files, caption lengths",
+                       description=DESCRIPTION + " With --shards DIR instead: " + SHARDS_DESCRIPTION)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--config", help="the training config (JSON)")
+    what.add_argument("--shards", nargs="+", metavar="DIR_OR_TAR",
+                      help="WebDataset shards to read: a directory (with data shard's manifest.json, if any) or tars")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.num_workers=8")
     p.add_argument("--split", choices=SPLITS, action="append",
                    help="check only this list of datasets (repeatable; default: all)")
@@ -45,6 +64,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                    help="read only file headers: much faster, but truncated files pass")
     p.add_argument("--show", type=int, default=20, metavar="N", help="bad files listed per dataset (default 20)")
     p.add_argument("--json", action="store_true", help="print one JSON report instead of text")
+    add_check_shards_arguments(p)
+    shard = sub.add_parser("shard", help="write a configured dataset as WebDataset tar shards with a manifest",
+                           description=SHARD_DESCRIPTION)
+    configure_shard(shard)
 
 
 @dataclass
@@ -66,6 +89,10 @@ class DatasetReport:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.data_command == "shard":
+        return run_shard(args)
+    if args.shards:
+        return run_check_shards(args)
     from pgmm_core import load_config
     from pgmm_core.preprocessing import config_image_spec
 

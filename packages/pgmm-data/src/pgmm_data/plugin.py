@@ -52,5 +52,6 @@ def pgmm_register_datasets(registrar):
 
 @hookimpl
 def pgmm_register_commands(registrar):
-    registrar.add("data", help="inspect the configured datasets: data check --config FILE",
+    registrar.add("data", help="inspect datasets or shards (data check --config FILE | --shards DIR); "
+                  "write shards (data shard CONFIG --out DIR --samples-per-shard N)",
                   configure="pgmm_data.check:configure", run="pgmm_data.check:run")
