@@ -207,6 +207,21 @@ def test_the_tiny_demo_training_data_can_be_sharded(tmp_path, capsys):
     assert cli_main(["data", "check", "--shards", str(out)]) == 0
     assert "150 samples" in capsys.readouterr().out
 
+    # the demo trains from those shards, and `data check --config` reads them as the run will
+    from_shards = json.loads(demo.read_text())
+    from_shards["data"]["train"] = [{"type": "webdataset_captions", "shards": str(out / "{00000..00002}.tar"),
+                                     "buffer_size": 32}]
+    from_shards["data"]["val"] = [{"type": "synthetic_shapes", "num_samples": 8, "seed": 0}]
+    from_shards["train"].update(output_dir=str(tmp_path / "run"), max_steps=3, log_every=1, eval_every=3,
+                                save_every=3)
+    config = write_config(tmp_path / "shards.json", from_shards)
+    assert cli_main(["data", "check", "--config", str(config), "--split", "train"]) == 0
+    assert "150 samples" in capsys.readouterr().out
+    assert cli_main(["train", "--config", str(config)]) == 0
+    logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "loss" in r] == [1, 2, 3]
+    assert (tmp_path / "run" / "checkpoints" / "step-000003").is_dir()
+
 
 def test_png_and_webp_are_kept_as_they_are_and_other_formats_become_png(tmp_path):
     from pgmm_data.testing import photo

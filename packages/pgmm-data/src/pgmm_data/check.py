@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections import Counter
@@ -31,6 +32,8 @@ from pgmm_data.shard_cli import (
     run_check_shards,
     run_shard,
 )
+
+logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 DESCRIPTION = (
@@ -95,26 +98,51 @@ def run(args: argparse.Namespace) -> int:
         return run_check_shards(args)
     from pgmm_core import load_config
     from pgmm_core.preprocessing import config_image_spec
+    from pgmm_core.streaming import is_streaming
 
     config = load_config(args.config, args.overrides)
     workers = max(1, args.workers if args.workers is not None else config.data.num_workers)
     spec = config_image_spec(config.model.vision, config.host)  # the encoder's preprocessing, no weights
     reports: list[DatasetReport] = []
+    shard_reports: list[Any] = []
     for split in args.split or SPLITS:
         for ds_config in getattr(config.data, split):
             dataset = config.host.build("dataset", ds_config, split=split, image_spec=spec, image_size=spec.size)
+            if is_streaming(dataset):  # a shard stream has no length: read its shards member by member
+                shard_reports.append(_check_stream(dataset, workers=workers))
+                continue
             reports.append(check_dataset(dataset, ds_config, split, workers=workers,
                                          headers_only=args.headers_only, show=args.show))
     limit = config.data.max_bad_fraction
     if args.json:
-        print(json.dumps({"datasets": [asdict(r) for r in reports], "max_bad_fraction": limit}, indent=2))
+        print(json.dumps({"datasets": [asdict(r) for r in reports], "max_bad_fraction": limit,
+                          "shards": [r.as_dict() for r in shard_reports]}, indent=2))
     else:
+        from pgmm_data.shard_check import format_shards_report
+
         for report in reports:
             print(format_report(report, limit))
-        total = sum(r.bad_images for r in reports)
-        print(f"{total} bad image(s) in {len(reports)} dataset(s)" if total else
-              f"all images of {len(reports)} dataset(s) are usable")
-    return 1 if any(r.bad_images for r in reports) else 0
+        for shard_report in shard_reports:
+            print(format_shards_report(shard_report, args.show))
+        total = sum(r.bad_images for r in reports) + sum(sum(r.bad_by_kind.values()) for r in shard_reports)
+        count = len(reports) + len(shard_reports)
+        print(f"{total} bad image(s) in {count} dataset(s)" if total else
+              f"all images of {count} dataset(s) are usable")
+    return 1 if any(r.bad_images for r in reports) or not all(r.ok for r in shard_reports) else 0
+
+
+def _check_stream(dataset: Any, *, workers: int) -> Any:
+    """The local shards of a streaming dataset checked as ``data check --shards`` does (``pipe:``
+    shards are left out: reading them would fetch the whole dataset)."""
+    from pgmm_core.images import DEFAULT_MAX_IMAGE_PIXELS
+
+    from pgmm_data.shard_check import check_shards
+
+    local = [name for name in dataset.shards if not name.startswith("pipe:")]
+    skipped = len(dataset.shards) - len(local)
+    if skipped:
+        logger.warning("%s: %d pipe: shard(s) not checked", getattr(dataset, "name", "dataset"), skipped)
+    return check_shards(local, max_pixels=DEFAULT_MAX_IMAGE_PIXELS, workers=workers)
 
 
 def check_dataset(dataset: Any, ds_config: Any, split: str, *, workers: int = 1, headers_only: bool = False,
