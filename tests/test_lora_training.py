@@ -140,9 +140,16 @@ def test_export_refuses_clearly(run, tmp_path, capsys):
     code, _, err = _export(capsys, "--run", str(tmp_path), "--merge-lora", "--out", str(tmp_path / "new"))
     assert code == 2 and "not a pgmm run directory" in err
     plain = tmp_path / "plain"
-    plain.mkdir()
+    (plain / "checkpoints").mkdir(parents=True)
     config = _config(plain, lora=None)
     (plain / "config.json").write_text(json.dumps(config))
     code, _, err = _export(capsys, "--run", str(plain), "--merge-lora", "--out", str(tmp_path / "new"))
     assert code == 2 and "trained without LoRA" in err
+    other_base = tmp_path / "other-base"
+    shutil.copytree(run, other_base)
+    record = json.loads((other_base / "frozen_weights.json").read_text())
+    record["fingerprint"]["llm"] = "0" * 64  # trained on other LLM weights than model.llm.path holds now
+    (other_base / "frozen_weights.json").write_text(json.dumps(record))
+    code, _, err = _export(capsys, "--run", str(other_base), "--merge-lora", "--out", str(tmp_path / "new"))
+    assert code == 2 and "belong to other base weights" in err
     assert not (tmp_path / "new").exists() and not list(tmp_path.glob(".tmp-*"))

@@ -57,24 +57,20 @@ class ExportReport:
 def export_merged_llm(run_dir: str | Path, out_dir: str | Path, *, checkpoint: str = "best",
                       overrides: tuple[str, ...] | list[str] = (), host: Any = None) -> ExportReport:
     """Merge the adapters of ``run_dir``'s checkpoint into its LLM; write it to ``out_dir`` (new)."""
-    from pgmm_core.config.loading import load_config
-    from pgmm_core.run_dir import RunDirectory
-    from pgmm_core.runs import resolve_checkpoint
+    import pgmm_core
 
     run_dir, out = Path(run_dir), Path(out_dir)
-    layout = RunDirectory(run_dir)
-    if not layout.is_run():
-        raise ExportError(f"{run_dir} is not a pgmm run directory (no {layout.CONFIG})")
+    if not pgmm_core.is_run_directory(run_dir):
+        raise ExportError(f"{run_dir} is not a pgmm run directory (no config.json beside checkpoints/)")
     if out.exists():
         raise ExportError(f"{out} already exists: export writes a new directory and overwrites nothing; "
                           "choose another --out or remove it")
-    config = load_config(layout.config, overrides, host=host)
+    config = pgmm_core.load_config(run_dir / "config.json", overrides, host=host)
     if getattr(config.model.llm, "lora", None) is None:
         raise ExportError(
             f"{run_dir} was trained without LoRA (model.llm.lora is null in its config.json): its LLM "
             f"({config.model.llm.type}) is unchanged, so there is nothing to merge; use the LLM's own directory")
-    path = resolve_checkpoint(run_dir, checkpoint)
-    backend = _adapted_llm(config, run_dir, path)
+    backend, path = _adapted_llm(config, run_dir, checkpoint)
     if backend.source_path is None:
         raise ExportError(f"the LLM of type {config.model.llm.type!r} has no release directory to copy")
     from pgmm_pangu.lora import lora_layers, merge_lora
@@ -85,34 +81,37 @@ def export_merged_llm(run_dir: str | Path, out_dir: str | Path, *, checkpoint: s
     return ExportReport(out, Path(backend.source_path), path, merged, shards)
 
 
-def _adapted_llm(config: Any, run_dir: Path, path: Path) -> Any:
-    """The run's LLM in float32 with its adapters loaded from checkpoint ``path``."""
-    from safetensors.torch import load_file
-
-    from pgmm_core import frozen_weights
+def _adapted_llm(config: Any, run_dir: Path, checkpoint: str) -> tuple[Any, Path]:
+    """The run's LLM in float32 with its adapters from the checkpoint, and that checkpoint's path."""
+    import pgmm_core
     from pgmm_core.devices.base import PrecisionPolicy
-    from pgmm_core.model import build_model
-    from pgmm_core.train import checkpoint as ckpt
-    from pgmm_core.train.rng import seeded_on_cpu
 
     policy = PrecisionPolicy.for_precision("fp32", "cpu")  # merge in float32, round once when writing
-    with seeded_on_cpu(config.train.seed):
-        model = build_model(config, parts={"llm"}, policy=policy)
-    if "llm" in (frozen_weights.differing_parts(run_dir, model.frozen_fingerprint) or []):
-        raise ExportError(
-            f"the LLM weights at model.llm.path differ from those {run_dir} was trained with "
-            f"({frozen_weights.FILE_NAME}): its adapters belong to other base weights")
-    meta = ckpt.verify_checkpoint(path)
+    model = pgmm_core.build_model(config, parts={"llm"}, policy=policy)
+    _check_base_weights(run_dir, model.frozen_fingerprint)
+    path, weights = pgmm_core.read_run_weights(run_dir, checkpoint)
     wanted = {k: tuple(v.shape) for k, v in model.trainable_state_dict().items() if k.startswith("llm.")}
-    saved = {k: tuple(v) for k, v in meta.get("shapes", {}).items() if k.startswith("llm.")}
+    saved = {k: tuple(v.shape) for k, v in weights.items() if k.startswith("llm.")}
     if saved != wanted:
         missing = sorted(set(wanted) - set(saved))[:5]
         other = sorted(k for k in set(wanted) & set(saved) if wanted[k] != saved[k])[:5]
         raise CheckpointError(f"{path}: its LLM adapters do not fit model.llm.lora (missing: {missing}, "
                               f"other shapes: {other})")
-    weights = load_file(str(path / ckpt.WEIGHTS))
     model.load_state_dict({k: weights[k] for k in wanted}, strict=False)
-    return model.llm
+    return model.llm, path
+
+
+def _check_base_weights(run_dir: Path, fingerprint: dict[str, str]) -> None:
+    """Adapters belong to the base weights they were trained on: refuse others (the fingerprint the
+    trainer recorded in the run's ``frozen_weights.json``)."""
+    record = run_dir / "frozen_weights.json"
+    if not record.is_file():
+        return
+    recorded = json.loads(record.read_text(encoding="utf-8")).get("fingerprint", {})
+    if "llm" in recorded and recorded["llm"] != fingerprint.get("llm"):
+        raise ExportError(
+            f"the LLM weights at model.llm.path differ from those {run_dir} was trained with "
+            f"({record.name}): its adapters belong to other base weights")
 
 
 def _source_index(source: Path) -> dict[str, str]:
