@@ -133,3 +133,17 @@ def test_merged_llm_gives_the_adapter_models_logits(tmp_path):
     assert next(lora_layers(llm), None) is None
     assert set(llm.state_dict()) == set(base.state_dict())  # the original layout's names again
     torch.testing.assert_close(merged, adapted, rtol=0, atol=1e-5)
+
+
+def test_fsdp2_shards_the_adapted_llm_as_one_mixed_part_with_a_unit_per_layer(tmp_path):
+    from pgmm_core.strategies.sharding_plan import find_parts
+
+    model = _build(_config(tmp_path, num_layers=2))
+    parts = {p.name: p for p in find_parts(model)}
+    assert sorted(parts) == ["connector", "llm", "ln_vision", "projector", "vision"]
+    llm = parts["llm"]
+    assert llm.mixed and llm.trainable and list(llm.blocks) == list(model.llm.model.model.layers)
+    assert {"caption_loss", "embed_tokens", "generate"} <= set(llm.entry_points)
+    assert not any(p.mixed for name, p in parts.items() if name != "llm")
+    plain = {p.name: p for p in find_parts(_build(_config(tmp_path, lora=None, num_layers=2)))}
+    assert not plain["llm"].mixed and not plain["llm"].trainable  # without adapters: a frozen part as before
