@@ -194,6 +194,7 @@ def _bench_llm_config_model():
     from pydantic import Field
 
     from pgmm_core.config.sections import ComponentConfig
+    from pgmm_pangu.configs import LoraSettings
 
     class BenchLlamaConfig(ComponentConfig):
         """A random openPangu-layout Llama (attention biases, untied head) with a word tokenizer."""
@@ -207,6 +208,7 @@ def _bench_llm_config_model():
         vocab_size: int = Field(..., gt=0)
         freeze: bool = True
         grad_checkpointing: bool = False
+        lora: LoraSettings | None = None
 
     return BenchLlamaConfig
 
@@ -230,7 +232,7 @@ def build_bench_llama(config: Any) -> Any:
             elif "norm" in name:
                 param.normal_(1.0, 0.1)
     return CausalLMBackend(model.eval(), WordTokenizer(config.vocab_size), frozen=config.freeze,
-                           grad_checkpointing=config.grad_checkpointing)
+                           grad_checkpointing=config.grad_checkpointing, lora=config.lora)
 
 
 class BenchPlugin:
@@ -249,7 +251,8 @@ class BenchPlugin:
         self.pgmm_register_llm_backends = pgmm_register_llm_backends
 
 
-def pgmm_config(sizes: Sizes, precision: str = "fp32", llm_checkpointing: bool = False) -> dict[str, Any]:
+def pgmm_config(sizes: Sizes, precision: str = "fp32", llm_checkpointing: bool = False,
+                lora: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "model": {
             "vision": {"type": "eva_vit_g", "image_size": sizes.image_size, "patch_size": sizes.patch_size,
@@ -262,7 +265,7 @@ def pgmm_config(sizes: Sizes, precision: str = "fp32", llm_checkpointing: bool =
             "llm": {"type": "bench_llama", "hidden_size": sizes.llm_hidden, "intermediate_size": sizes.llm_ffn,
                     "num_layers": sizes.llm_layers, "num_heads": sizes.llm_heads,
                     "num_kv_heads": sizes.llm_kv_heads, "vocab_size": sizes.vocab,
-                    "grad_checkpointing": llm_checkpointing},
+                    "grad_checkpointing": llm_checkpointing, "lora": lora},
             "prompt": "",
             "max_text_len": sizes.max_text_len,
         },
@@ -273,7 +276,7 @@ def pgmm_config(sizes: Sizes, precision: str = "fp32", llm_checkpointing: bool =
 
 
 def build_pgmm(sizes: Sizes, precision: str = "fp32", seed: int = 0,
-               llm_checkpointing: bool = False) -> tuple[Any, Any]:
+               llm_checkpointing: bool = False, lora: dict[str, Any] | None = None) -> tuple[Any, Any]:
     """pgmm's model exactly as the trainer builds it: validated config and ``build_model``, which
     applies the device's precision policy (frozen towers stored in its dtype). Returns (model, policy)."""
     import torch
@@ -285,7 +288,7 @@ def build_pgmm(sizes: Sizes, precision: str = "fp32", seed: int = 0,
 
     host = PluginHost(environ={})
     host.register(BenchPlugin(), name="pgmm-benchmarks")
-    config = validate_config(pgmm_config(sizes, precision, llm_checkpointing), host)
+    config = validate_config(pgmm_config(sizes, precision, llm_checkpointing, lora), host)
     torch.manual_seed(seed)
     policy = PrecisionPolicy.for_precision(precision, "cpu")
     model = build_model(config, policy=policy)

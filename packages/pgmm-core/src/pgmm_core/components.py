@@ -17,7 +17,13 @@ cannot undo). Factories never call :func:`freeze` themselves. What follows from 
   still reach its ``inputs_embeds`` (the projector before it trains);
 * a frozen vision tower or LLM that ``follows_precision_policy`` is stored in the run's precision
   policy's dtype (bf16/fp16); one whose config pins its own dtype says
-  ``follows_precision_policy = False`` and is left as it is.
+  ``follows_precision_policy = False`` and is left as it is;
+* a frozen part may still train small adapters inside itself (LoRA on the LLM): it defines
+  ``add_adapters()``, which ``build_model`` calls last, after freezing, fingerprinting and the
+  precision cast, so the adapters alone have ``requires_grad`` (float32, in the trainable-only
+  checkpoint) and the fingerprint describes the frozen weights only. Such a part sets
+  ``sharding_part = True`` so that the ``fsdp2`` strategy shards it as one part although it mixes
+  frozen and trained parameters.
 """
 
 from __future__ import annotations

@@ -238,7 +238,8 @@ def build_model(config: Any, parts: Iterable[str] | None = None, *, policy: Any 
     :func:`pgmm_core.components.freeze` (factories only declare it). The frozen weights are then
     fingerprinted (``model.frozen_fingerprint``, recorded by the trainer, compared by
     :func:`pgmm_core.runs.load_run`), and the precision policy — ``policy``, or the config's device
-    backend's — stores frozen towers in its dtype.
+    backend's — stores frozen towers in its dtype. Last, a part with an ``add_adapters()`` method
+    (an LLM backend with LoRA) adds its trainable adapters to itself.
     """
     host = config.host
     if host is None:
@@ -268,6 +269,10 @@ def build_model(config: Any, parts: Iterable[str] | None = None, *, policy: Any 
     model.frozen_fingerprint = frozen_weights.fingerprint(model)
     policy = policy if policy is not None else config_precision_policy(config)
     apply_precision_policy(model, policy)
+    for part in (vision, connector, llm):
+        add_adapters = getattr(part, "add_adapters", None)
+        if add_adapters is not None:
+            add_adapters()  # trainable adapters inside a frozen part (LoRA), float32, not fingerprinted
     logger.debug("built model parts %s; frozen: %s; frozen towers stored as %s", sorted(chosen),
                  sorted(model.frozen_fingerprint), policy.frozen_dtype)
     return model

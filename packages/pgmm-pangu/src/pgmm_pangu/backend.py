@@ -29,7 +29,8 @@ class CausalLMBackend(nn.Module):
     """A transformers causal LM (``get_decoder()`` + ``get_output_embeddings()``) and its tokenizer."""
 
     def __init__(self, model: Any, tokenizer: Any, *, frozen: bool, grad_checkpointing: bool = False,
-                 loss_chunk_tokens: int = 0, follows_precision_policy: bool = True) -> None:
+                 loss_chunk_tokens: int = 0, follows_precision_policy: bool = True, lora: Any = None,
+                 source_path: Path | None = None) -> None:
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
@@ -37,11 +38,32 @@ class CausalLMBackend(nn.Module):
         self.follows_precision_policy = follows_precision_policy
         self.hidden_size = int(model.config.hidden_size)
         self.loss_chunk_tokens = loss_chunk_tokens
+        self.lora = lora  # model.llm.lora settings; the adapters come with add_adapters()
+        self.source_path = source_path  # the release-layout directory the weights came from
+        # With adapters, frozen and trained weights share the decoder layers: the fsdp2 strategy then
+        # shards this backend as one part (pgmm_core.strategies.sharding_plan).
+        self.sharding_part = False
         _check_special_ids(tokenizer, model.get_output_embeddings().weight.shape[0])
         self._neutralise_generation_defaults()
         self._head_transforms_logits = any(getattr(model.config, name, None) for name in LOGIT_TRANSFORMS)
         if grad_checkpointing:
             _checkpoint_each_layer(model)
+
+    def add_adapters(self) -> int:
+        """Add the LoRA adapters of ``model.llm.lora`` (none when it is null); returns their parameter count.
+
+        ``build_model`` calls this after it froze the LLM, recorded the frozen weights' fingerprint
+        and stored them in the precision policy's dtype, so the adapters alone train, in float32,
+        and the fingerprint describes the base weights (:mod:`pgmm_pangu.lora`).
+        """
+        if self.lora is None:
+            return 0
+        from pgmm_pangu.lora import add_lora, has_lora
+
+        if has_lora(self.model):
+            raise RuntimeError("add_adapters called twice: the LLM already has LoRA adapters")
+        self.sharding_part = True
+        return add_lora(self.model, self.lora)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -154,7 +176,8 @@ def build_openpangu(config: Any) -> CausalLMBackend:
     tokenizer = PanguTokenizer(path)  # missing tokenizer.model before the weights are read
     model = load_llama(path, _dtype(config))
     return CausalLMBackend(model, tokenizer, frozen=config.freeze, grad_checkpointing=config.grad_checkpointing,
-                           loss_chunk_tokens=config.loss_chunk_tokens, follows_precision_policy=config.dtype is None)
+                           loss_chunk_tokens=config.loss_chunk_tokens, follows_precision_policy=config.dtype is None,
+                           lora=config.lora, source_path=path)
 
 
 def build_tiny_openpangu(config: Any) -> CausalLMBackend:
@@ -167,4 +190,5 @@ def build_tiny_openpangu(config: Any) -> CausalLMBackend:
     tokenizer = PanguTokenizer(path)
     model = load_llama(path, _dtype(config))
     return CausalLMBackend(model, tokenizer, frozen=config.freeze, grad_checkpointing=config.grad_checkpointing,
-                           loss_chunk_tokens=config.loss_chunk_tokens, follows_precision_policy=config.dtype is None)
+                           loss_chunk_tokens=config.loss_chunk_tokens, follows_precision_policy=config.dtype is None,
+                           lora=config.lora, source_path=path)

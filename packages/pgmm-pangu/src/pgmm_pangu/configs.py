@@ -5,15 +5,46 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pgmm_core.config.files import RequiredPath
-from pgmm_core.config.sections import ComponentConfig
+from pgmm_core.config.sections import ComponentConfig, StrictModel
 
 Dtype = Literal["fp32", "bf16", "fp16"]
 
+# openPangu's attention and MLP projections, named as in its modeling code (and transformers' Llama).
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
-class OpenPanguConfig(ComponentConfig):
+
+class LoraSettings(StrictModel):
+    """LoRA adapters on the frozen LLM (``model.llm.lora``), through peft (:mod:`pgmm_pangu.lora`).
+
+    The LLM's own weights stay frozen; ``W x`` becomes ``W x + (alpha / rank) B A x`` for every
+    Linear whose name ends with one of ``target_modules``, and only ``A`` and ``B`` train.
+    """
+
+    rank: int = Field(16, gt=0, description="Rank r of the update B A (A: r x in, B: out x r).")
+    alpha: float = Field(32.0, gt=0, description="Scale numerator: the update is multiplied by alpha / rank.")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0,
+                           description="Dropout on the adapters' input while training (gradients enabled).")
+    target_modules: list[str] = Field(
+        default_factory=lambda: list(LORA_TARGETS), min_length=1,
+        description="Linear layers that get adapters, by the last part of their name (openPangu: "
+        "q_proj k_proj v_proj o_proj gate_proj up_proj down_proj).",
+    )
+
+
+class LoraOnFrozenLLM(ComponentConfig):
+    """What the LLM configs share about LoRA: adapters adapt a frozen LLM, never a trained one."""
+
+    @model_validator(mode="after")
+    def _lora_needs_frozen_llm(self):  # noqa: ANN202 - pydantic validator
+        if getattr(self, "lora", None) is not None and not getattr(self, "freeze", True):
+            raise ValueError("lora adapts a frozen LLM: set freeze to true, or lora to null to train the whole LLM")
+        return self
+
+
+class OpenPanguConfig(LoraOnFrozenLLM):
     """openPangu-Embedded loaded natively into transformers' Llama classes (no remote code)."""
 
     type: Literal["openpangu"] = "openpangu"
@@ -30,6 +61,9 @@ class OpenPanguConfig(ComponentConfig):
     loss_chunk_tokens: int = Field(
         0, ge=0, description="Target tokens per LM-head chunk in the loss; 0 picks it from the vocab size."
     )
+    lora: LoraSettings | None = Field(
+        None, description="LoRA adapters on the frozen LLM (rank, alpha, dropout, target_modules); null: off."
+    )
 
 
     def required_paths(self) -> list[RequiredPath]:
@@ -40,7 +74,7 @@ class OpenPanguConfig(ComponentConfig):
                 RequiredPath(root / "config.json", "file", release, "path"),
                 RequiredPath(root / "tokenizer.model", "file", release, "path")]
 
-class TinyOpenPanguConfig(ComponentConfig):
+class TinyOpenPanguConfig(LoraOnFrozenLLM):
     """A random-weight openPangu-layout checkpoint, written on first use, then loaded like the real one.
 
     For demos and tests: the directory has exactly the release layout (config.json, safetensors shards
@@ -65,6 +99,9 @@ class TinyOpenPanguConfig(ComponentConfig):
     freeze: bool = True
     grad_checkpointing: bool = False
     loss_chunk_tokens: int = Field(0, ge=0, description="Target tokens per LM-head chunk in the loss; 0: automatic.")
+    lora: LoraSettings | None = Field(
+        None, description="LoRA adapters on the frozen LLM (rank, alpha, dropout, target_modules); null: off."
+    )
 
 
 class HfCausalLMConfig(ComponentConfig):

@@ -14,3 +14,9 @@ def pgmm_register_llm_backends(registrar):
                   description="random tiny openPangu-layout checkpoint, created on first use (demos, tests)")
     registrar.add("hf_causal_lm", "pgmm_pangu.hf_backend:build_hf_causal_lm", HfCausalLMConfig,
                   description="any local transformers causal-LM directory")
+
+
+@hookimpl
+def pgmm_register_commands(registrar):
+    registrar.add("export", help="write a run's LLM with its LoRA adapters merged, in the openPangu release layout",
+                  configure="pgmm_pangu.command:configure", run="pgmm_pangu.command:run")

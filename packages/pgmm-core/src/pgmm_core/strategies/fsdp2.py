@@ -96,15 +96,16 @@ class Fsdp2Strategy(Strategy):
         self.meshes = [m for m in (mesh, replicate_mesh) if m is not None]
         reshard = self.config.reshard_after_forward
 
-        def shard(unit: Any, dtype: torch.dtype, unit_mesh: Any = mesh) -> None:
+        def shard(unit: Any, dtype: torch.dtype | None, unit_mesh: Any = mesh) -> None:
             fully_shard(unit, mesh=unit_mesh, reshard_after_forward=reshard,
                         mp_policy=MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32,
                                                        cast_forward_inputs=False))
 
         self.parts = find_parts(module)
         for part in self.parts:
-            dtype = next(part.module.parameters()).dtype  # what the precision policy stored it in
-            if part.trainable and replicate_mesh is not None:
+            # what the precision policy stored it in; a mixed part keeps each tensor's own dtype
+            dtype = None if part.mixed else next(part.module.parameters()).dtype
+            if part.trainable and not part.mixed and replicate_mesh is not None:
                 shard(part.module, dtype, replicate_mesh)  # one replicated unit: HSDP with shards of one
                 continue
             for block in part.blocks:
@@ -120,7 +121,8 @@ class Fsdp2Strategy(Strategy):
                 unit.set_force_sum_reduction_for_comms(True)  # SUM then divide: no ReduceOp.AVG on the wire
         self.trained_module = module  # now the root FSDP unit
         logger.debug("fsdp2 units: %s", "; ".join(
-            f"{p.name or '<root>'} ({'trainable' if p.trainable else 'frozen'}, {len(p.blocks)} blocks)"
+            f"{p.name or '<root>'} ({'mixed' if p.mixed else 'trainable' if p.trainable else 'frozen'}, "
+            f"{len(p.blocks)} blocks)"
             for p in self.parts))
         return module
 

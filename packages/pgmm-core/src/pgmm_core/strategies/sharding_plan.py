@@ -16,6 +16,14 @@ through those, not only through ``forward``.
 
 A component whose repeated layers do not sit in such a container is still sharded, as one unit
 (its part); it then needs its whole weights at once during its forward.
+
+One exception to uniformity: a module that says ``sharding_part = True`` is a part although it mixes
+frozen and trainable parameters — an LLM with LoRA adapters, whose every decoder layer holds frozen
+projections and their trained adapters. Splitting it by uniformity would make every projection and
+every adapter a unit of its own (hundreds of tiny all-gathers) and would call its LM head's weight
+outside any unit; as one part, each decoder layer is one unit with its adapters. Such a part is
+``mixed``: each tensor is gathered in the dtype it is stored in (frozen bf16, adapters float32),
+and only the trainable ones get gradients.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ class Part:
     trainable: bool
     blocks: list[nn.Module] = field(default_factory=list)
     entry_points: list[str] = field(default_factory=list)
+    mixed: bool = False  # frozen and trainable parameters together (``sharding_part``)
 
     @property
     def num_parameters(self) -> int:
@@ -57,6 +66,10 @@ def find_parts(root: nn.Module) -> list[Part]:
         trainable = _uniform(module)
         if trainable is not None and module is not root:
             found.append(Part(name, module, trainable, find_blocks(module), entry_points(module)))
+            return
+        if trainable is None and module is not root and getattr(module, "sharding_part", False) \
+                and any(True for _ in module.parameters()):
+            found.append(Part(name, module, True, find_blocks(module), entry_points(module), mixed=True))
             return
         for child_name, child in module.named_children():
             visit(f"{name}.{child_name}" if name else child_name, child)
