@@ -141,3 +141,27 @@ def test_a_stream_yields_pieces_in_order_and_closing_early_frees_the_slot():
 
     whole, first = run(main())
     assert whole == ["0 ", "1 ", "2 ", "3 ", "4 "] and first == "0 "
+
+
+def test_a_lone_client_never_waits_for_partners_but_company_is_waited_for():
+    import time
+
+    recorder = Recorder()
+
+    async def main():
+        batcher = Batcher(recorder, max_batch_size=4, max_wait=0.5, max_queue=16)
+        await batcher.start()
+        started = time.perf_counter()
+        alone = [await batcher.submit("k", i) for i in range(3)]  # one after another: nobody to wait for
+        lone_seconds = time.perf_counter() - started
+        pair = await asyncio.gather(batcher.submit("k", "a"), batcher.submit("k", "b"))
+        late = asyncio.create_task(batcher.submit("k", "late"))  # company expected after a batch of two
+        await asyncio.sleep(0.05)
+        early = await asyncio.gather(batcher.submit("k", "early"), late)
+        await batcher.stop()
+        return alone, lone_seconds, pair, early
+
+    alone, lone_seconds, pair, early = run(main())
+    assert alone == ["k:0", "k:1", "k:2"] and lone_seconds < 0.4
+    assert pair == ["k:a", "k:b"] and early == ["k:early", "k:late"]
+    assert [items for _, items in recorder.calls] == [[0], [1], [2], ["a", "b"], ["late", "early"]]

@@ -3,8 +3,8 @@
 Each request becomes a :class:`Job` with a *key* (what must be equal for two requests to share a
 ``generate`` call: the task, the prompt and the generation settings) and an *item* (its image and
 text). The worker takes the oldest job, then every queued job with the same key, waiting at most
-``max_wait`` for more to arrive, up to ``max_batch_size``, and hands the batch to ``run_batch`` in
-the model thread. While a batch runs, new requests queue up, so under load batches fill without any
+``max_wait`` for more to arrive (when others are about), up to ``max_batch_size``, and hands the
+batch to ``run_batch`` in the model thread. While a batch runs, new requests queue up, so under load batches fill without any
 waiting. Jobs with other keys keep their place in the queue.
 
 Slots: at most ``max_queue`` jobs are admitted (queued or running); one more raises
@@ -112,6 +112,7 @@ class Batcher:
         self._batches = 0
         self._jobs = 0
         self._largest = 0
+        self._last_size = 0
         self._seconds_per_job = 0.05  # running estimate, for Retry-After
 
     # --- life cycle ---------------------------------------------------------------------------------
@@ -210,9 +211,12 @@ class Batcher:
             await self._arrived.wait()
 
     async def _gather(self, first: Job) -> list[Job]:
-        """``first`` and the queued jobs with its key, waiting up to ``max_wait`` for more."""
+        """``first`` and the queued jobs with its key, waiting up to ``max_wait`` for more — but only
+        when company is likely: other requests are in the server, or the last batch had several. A
+        lone client's requests thus never wait for partners that will not come."""
         batch = [first]
-        deadline = time.perf_counter() + self.max_wait
+        company = self.admitted > 1 or self._last_size > 1
+        deadline = time.perf_counter() + (self.max_wait if company else 0.0)
         while len(batch) < self.max_batch_size:
             for job in list(self._queue):
                 if len(batch) >= self.max_batch_size:
@@ -250,6 +254,7 @@ class Batcher:
         self._batches += 1
         self._jobs += len(batch)
         self._largest = max(self._largest, len(batch))
+        self._last_size = len(batch)
         for job, (result, error) in zip(batch, outcomes):
             if job.future.done():
                 continue  # its client went away meanwhile
