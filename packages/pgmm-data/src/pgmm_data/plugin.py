@@ -11,6 +11,7 @@ from pgmm_data.configs import (
     SyntheticShapesConfig,
     VgCaptionConfig,
 )
+from pgmm_data.synthetic_qa_configs import SyntheticShapesChatConfig, SyntheticShapesVqaConfig
 
 
 @hookimpl
@@ -27,6 +28,12 @@ def pgmm_register_datasets(registrar):
                   description="Flickr30k image-text retrieval test sets (LAVIS flickr30k_*.json)")
     registrar.add("synthetic_shapes", "pgmm_data.synthetic:build_synthetic_shapes", SyntheticShapesConfig,
                   description="procedural coloured shapes with captions (deterministic, no files)")
+    registrar.add("synthetic_shapes_vqa", "pgmm_data.synthetic_qa:build_synthetic_shapes_vqa",
+                  SyntheticShapesVqaConfig,
+                  description="questions on the synthetic shapes' colour, shape and place (VQA items, no files)")
+    registrar.add("synthetic_shapes_chat", "pgmm_data.synthetic_qa:build_synthetic_shapes_chat",
+                  SyntheticShapesChatConfig,
+                  description="conversations about the synthetic shapes (chat items, no files)")
 
 
 @hookimpl
