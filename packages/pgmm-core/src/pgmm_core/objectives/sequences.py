@@ -87,9 +87,10 @@ class TruncationCount:
     """How many texts were cut to a limit; the first cut and every doubling are logged, so a data set
     of long texts is visible without a line per batch."""
 
-    def __init__(self, what: str, logger: object) -> None:
+    def __init__(self, what: str, logger: object, level: int = 20) -> None:
         self.what = what
         self.logger = logger
+        self.level = level  # logging.INFO; DEBUG where the texts are questions put to a trained model
         self.truncated = 0
         self.seen = 0
         self._next_report = 1
@@ -98,8 +99,8 @@ class TruncationCount:
         self.seen += 1
         self.truncated += int(truncated)
         if self.truncated >= self._next_report:
-            self.logger.info("%d of %d %s so far were longer than %d tokens and were truncated",
-                             self.truncated, self.seen, self.what, limit)
+            self.logger.log(self.level, "%d of %d %s so far were longer than %d tokens and were truncated",
+                            self.truncated, self.seen, self.what, limit)
             while self._next_report <= self.truncated:
                 self._next_report *= 2
 

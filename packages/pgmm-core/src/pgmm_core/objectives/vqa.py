@@ -101,6 +101,7 @@ class VqaObjective:
         self.config = config
         self.question_cuts = TruncationCount("question(s)", logger)
         self.answer_cuts = TruncationCount("answer(s)", logger)
+        self.prompt_cuts = TruncationCount("question(s) asked", logger, logging.DEBUG)
 
     def collate(self, samples: list[dict[str, Any]]) -> VqaBatch:
         return collate_vqa(samples)
@@ -151,7 +152,7 @@ class VqaObjective:
         rows = []
         for question in questions:
             row, cut = prompt_row(tok, prompt or self.config.prompt, question, self.config.max_question_len)
-            self.question_cuts.add(cut, self.config.max_question_len)
+            self.prompt_cuts.add(cut, self.config.max_question_len)
             rows.append(row)
         return generate_from_rows(model, pixel_values, rows, settings or self.config.generation, streamer)
 
