@@ -11,6 +11,14 @@ from pgmm_data.configs import (
     SyntheticShapesConfig,
     VgCaptionConfig,
 )
+from pgmm_data.synthetic_qa_configs import SyntheticShapesChatConfig, SyntheticShapesVqaConfig
+from pgmm_data.vqa_configs import (
+    GqaConfig,
+    JsonlConversationsConfig,
+    LlavaConversationsConfig,
+    OkVqaConfig,
+    Vqav2Config,
+)
 
 
 @hookimpl
@@ -27,6 +35,23 @@ def pgmm_register_datasets(registrar):
                   description="Flickr30k image-text retrieval test sets (LAVIS flickr30k_*.json)")
     registrar.add("synthetic_shapes", "pgmm_data.synthetic:build_synthetic_shapes", SyntheticShapesConfig,
                   description="procedural coloured shapes with captions (deterministic, no files)")
+    registrar.add("vqav2", "pgmm_data.vqa:build_coco_vqa", Vqav2Config,
+                  description="VQAv2 questions on COCO (official files or LAVIS annotation JSON)")
+    registrar.add("okvqa", "pgmm_data.vqa:build_coco_vqa", OkVqaConfig,
+                  description="OK-VQA questions on COCO (official files or LAVIS annotation JSON)")
+    registrar.add("gqa", "pgmm_data.vqa:build_gqa", GqaConfig,
+                  description="GQA balanced questions (LAVIS files), scored by exact match")
+    registrar.add("llava_conversations", "pgmm_data.conversations:build_llava_conversations",
+                  LlavaConversationsConfig, description="visual instruction conversations in LLaVA's JSON")
+    registrar.add("jsonl_conversations", "pgmm_data.conversations:build_jsonl_conversations",
+                  JsonlConversationsConfig,
+                  description='your own {"image", "conversation": [{"role", "content"}]} lines')
+    registrar.add("synthetic_shapes_vqa", "pgmm_data.synthetic_qa:build_synthetic_shapes_vqa",
+                  SyntheticShapesVqaConfig,
+                  description="questions on the synthetic shapes' colour, shape and place (VQA items, no files)")
+    registrar.add("synthetic_shapes_chat", "pgmm_data.synthetic_qa:build_synthetic_shapes_chat",
+                  SyntheticShapesChatConfig,
+                  description="conversations about the synthetic shapes (chat items, no files)")
 
 
 @hookimpl

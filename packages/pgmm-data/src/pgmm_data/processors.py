@@ -9,6 +9,8 @@
 ``blip_caption``       lowercase; ``.!"()*#:;~`` -> space; runs of 2+ whitespace -> one space;
                        strip trailing newlines, then spaces; keep the first ``max_words`` words;
                        prepend the prompt
+``blip_question``      lowercase; ``.!"()*#:;~`` removed; trailing spaces stripped; keep the first
+                       ``max_words`` words (LAVIS ``BlipQuestionProcessor``, VQA questions)
 =====================  ==========================================================================
 
 Size, mean/std and interpolation come from the vision encoder's :class:`~pgmm_core.preprocessing.ImageSpec`
@@ -30,7 +32,7 @@ from pgmm_core.preprocessing import CLIP_MEAN, CLIP_STD, ImageSpec, ToNormalized
 from pgmm_core.preprocessing import interpolation_mode, normalize
 
 __all__ = ["CLIP_MEAN", "CLIP_STD", "ToNormalizedTensor", "as_spec", "blip2_image_train", "blip_caption",
-           "blip_image_eval", "blip_image_train", "dataset_image_spec", "image_processor"]
+           "blip_image_eval", "blip_image_train", "blip_question", "dataset_image_spec", "image_processor"]
 
 _PUNCTUATION = re.compile(r"([.!\"()*#:;~])")
 _SPACES = re.compile(r"\s{2,}")
@@ -49,6 +51,15 @@ def blip_caption(caption: str, max_words: int = 50, prompt: str = "") -> str:
     if len(words) > max_words:
         caption = " ".join(words[:max_words])
     return prompt + caption
+
+
+def blip_question(question: str, max_words: int = 50) -> str:
+    """LAVIS ``BlipQuestionProcessor.pre_question`` (punctuation deleted, not replaced by spaces)."""
+    question = _PUNCTUATION.sub("", question.lower()).rstrip(" ")
+    words = question.split(" ")
+    if len(words) > max_words:
+        question = " ".join(words[:max_words])
+    return question
 
 
 def as_spec(spec: ImageSpec | int) -> ImageSpec:

@@ -18,3 +18,7 @@ CONTRACTS = {kind.name: kind.load_contract() for kind in KINDS}
 globals().update({contract.__name__: contract for contract in CONTRACTS.values()})
 
 __all__ = ["CONTRACTS", "ComponentContract", *sorted(c.__name__ for c in CONTRACTS.values())]  # noqa: PLE0604
+
+from pgmm_core.testing.contracts.vqa_dataset import ConversationDatasetContract, VqaDatasetContract  # noqa: E402
+
+__all__ += ["ConversationDatasetContract", "VqaDatasetContract"]  # the other item formats of the dataset kind
