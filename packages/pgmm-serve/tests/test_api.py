@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import socket
 import time
 
@@ -48,10 +49,11 @@ def test_health_model_and_the_offline_api_reference(base, http, tiny_run):
     health = http.request(base, "GET", "/v1/health")
     assert health.status == 200 and health.json()["status"] == "ok"
     model = http.request(base, "GET", "/v1/model").json()
-    assert model["run"] == str(tiny_run) and model["checkpoint"]["step"] == 8
-    assert model["checkpoint"]["requested"] == "last" and model["checkpoint"]["path"].endswith("step-000008")
+    assert model["run"] == str(tiny_run) and model["checkpoint"]["step"] == 4
+    assert model["checkpoint"]["requested"] == "last" and model["checkpoint"]["path"].endswith("step-000004")
     assert model["components"] == {"vision": "eva_vit_g", "connector": "qformer", "projector": "mlp2x_gelu",
-                                   "llm": "tiny_openpangu", "objective": "caption"}
+                                   "llm": "tiny_openpangu", "objective": "instruct"}
+    assert model["ask"]["available"] and model["ask"]["mode"] == "instruct"
     assert model["limits"]["max_image_pixels"] == 4_000_000
     schema = http.request(base, "GET", "/openapi.json").json()
     assert {"/v1/caption", "/v1/ask", "/v1/health", "/v1/model"} <= set(schema["paths"])
@@ -67,6 +69,34 @@ def test_health_model_and_the_offline_api_reference(base, http, tiny_run):
             if asset.startswith("/static/"):
                 fetched = http.request(base, "GET", asset)
                 assert fetched.status == 200 and b"https://" not in fetched.body, asset
+
+
+def test_ask_answers_equal_the_assistant_one_by_one_with_history(base, http, engine):
+    picture = http.pictures(1, seed=5)[0]
+    image = Image.open(io.BytesIO(picture))
+    history = [{"role": "user", "content": "what colour is it?"}, {"role": "assistant", "content": "red"}]
+    expected = engine.assistant.ask(image, "where is it?")
+    with_history = engine.assistant.ask(image, "where is it?", history=history, max_new_tokens=5)
+    by_file = http.post_form(base, "/v1/ask", {"question": "where is it?"}, picture)
+    by_json = http.post_json(base, "/v1/ask", {"image": http.b64(picture), "question": "where is it?"})
+    assert by_file.status == by_json.status == 200, (by_file.body, by_json.body)
+    assert by_file.json() == by_json.json() == {"answer": expected}
+    chat = http.post_form(base, "/v1/ask", {"question": "where is it?", "history": json.dumps(history),
+                                            "max_new_tokens": "5"}, picture)
+    assert chat.status == 200 and chat.json() == {"answer": with_history}
+
+
+def test_streamed_answer_comes_piece_by_piece(base, http, engine):
+    picture = http.pictures(1, seed=6)[0]
+    expected = engine.assistant.ask(Image.open(io.BytesIO(picture)), "what shape is it?", max_new_tokens=6,
+                                    min_new_tokens=6)
+    answer = http.post_json(base, "/v1/ask", {"image": http.b64(picture), "question": "what shape is it?",
+                                              "stream": True, "max_new_tokens": 6, "min_new_tokens": 6})
+    assert answer.status == 200 and answer.headers["content-type"].startswith("text/event-stream")
+    events = answer.events()
+    pieces = [data["text"] for name, data in events if name == "piece"]
+    assert len(pieces) > 1  # greedy decoding streams token by token
+    assert events[-1] == ("done", {"answer": expected}) and "".join(pieces).strip() == expected
 
 
 def bad_requests(http, picture: bytes) -> list[tuple[str, object, int, str]]:
@@ -105,6 +135,14 @@ def bad_requests(http, picture: bytes) -> list[tuple[str, object, int, str]]:
         ("missing image", lambda b: http.post_json(b, "/v1/caption", {"num_beams": 1}), 422, "image"),
         ("bad base64", lambda b: http.post_json(b, "/v1/caption", {"image": "***not base64***"}), 400, "base64"),
         ("missing question", lambda b: http.post_form(b, "/v1/ask", {}, picture), 422, "question"),
+        ("empty question", lambda b: http.post_json(b, "/v1/ask", {"image": image, "question": ""}), 422,
+         "question"),
+        ("history with a bad role", lambda b: http.post_json(b, "/v1/ask", {
+            "image": image, "question": "q", "history": [{"role": "system", "content": "x"}]}), 422, "history"),
+        ("history that is not JSON", lambda b: http.post_form(b, "/v1/ask", {"question": "q", "history": "[{"},
+                                                              picture), 422, "history"),
+        ("several answers asked for", lambda b: http.post_json(b, "/v1/ask", {
+            "image": image, "question": "q", "num_return_sequences": 2}), 422, "num_return_sequences"),
         ("not json", json_raw(b"{image: nope"), 400, "JSON"),
         ("a json list", json_raw(b"[1, 2]"), 422, "object"),
         ("plain text body", lambda b: http.request(b, "POST", "/v1/caption", b"hello",

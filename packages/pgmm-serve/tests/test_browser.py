@@ -160,7 +160,7 @@ def test_the_page_shows_the_caption_of_a_chosen_picture(serve, engine, browser, 
     browser.evaluate("document.getElementById('preview').decode()")  # the preview is drawn
     assert browser.evaluate("document.getElementById('caption').textContent") == expected
     assert browser.evaluate("document.getElementById('status').textContent") == ""
-    assert "step 8" in browser.evaluate("document.getElementById('model-info').textContent")
+    assert "step 4" in browser.evaluate("document.getElementById('model-info').textContent")
 
     shown = browser.screenshot()
     caption_box, preview_box = box(browser, "#caption"), box(browser, "#preview")

@@ -11,8 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pgmm_serve.app import ServeSettings
 from pgmm_serve.inputs import Limits
 
-# four kinds of request: different prompts and settings give different captions, and different batches
-KINDS = [{}, {"num_beams": 2}, {"prompt": "a photo of"}, {"max_new_tokens": 12, "min_new_tokens": 12}]
+# four kinds of request, each its own batches: captions with different prompts and settings, and questions
+KINDS = [("caption", {}), ("caption", {"num_beams": 2}), ("caption", {"prompt": "a photo of"}),
+         ("ask", {"question": "what colour is the shape?", "max_new_tokens": 12, "min_new_tokens": 12})]
 
 
 def test_64_requests_from_16_clients_equal_one_by_one_and_16_bad_ones_get_4xx(serve, http, caplog):
@@ -22,16 +23,21 @@ def test_64_requests_from_16_clients_equal_one_by_one_and_16_bad_ones_get_4xx(se
     pictures = http.pictures(16, seed=1)
 
     def good(i: int):
-        options = KINDS[i % 4]
+        route, options = KINDS[i % 4]
         picture = pictures[i // 4]
         if i % 2:
-            return http.post_json(base, "/v1/caption", {"image": http.b64(picture), **options})
-        return http.post_form(base, "/v1/caption", {k: str(v) for k, v in options.items()}, picture)
+            return http.post_json(base, f"/v1/{route}", {"image": http.b64(picture), **options})
+        return http.post_form(base, f"/v1/{route}", {k: str(v) for k, v in options.items()}, picture)
+
+    def text(answer) -> str:
+        body = answer.json()
+        return body.get("caption", body.get("answer"))
 
     one_by_one = [good(i) for i in range(64)]
     assert all(a.status == 200 for a in one_by_one)
-    expected = [a.json()["caption"] for a in one_by_one]
-    assert len(set(expected)) == 4  # one caption per kind: a mix-up between kinds would show
+    expected = [text(a) for a in one_by_one]
+    by_kind = [{expected[i] for i in range(k, 64, 4)} for k in range(4)]
+    assert all(not (a & b) for j, a in enumerate(by_kind) for b in by_kind[j + 1:])  # a mix-up would show
     before = http.request(base, "GET", "/v1/health").json()
     assert before["largest_batch"] == 1
 
@@ -47,7 +53,7 @@ def test_64_requests_from_16_clients_equal_one_by_one_and_16_bad_ones_get_4xx(se
     got = {job[1]: answer for job, answer in zip(work, answers) if job[0] == "good"}
     assert sorted(got) == list(range(64))  # none lost
     assert [got[i].status for i in range(64)] == [200] * 64
-    assert [got[i].json()["caption"] for i in range(64)] == expected
+    assert [text(got[i]) for i in range(64)] == expected
     refused = [answer for job, answer in zip(work, answers) if job[0] == "bad"]
     assert all(400 <= a.status < 500 and a.json()["error"]["message"] for a in refused), \
         [(a.status, a.body[:100]) for a in refused]
@@ -57,7 +63,8 @@ def test_64_requests_from_16_clients_equal_one_by_one_and_16_bad_ones_get_4xx(se
     assert after["largest_batch"] > 1 and after["batches"] - before["batches"] < 64  # batched together
     lines = [r.getMessage() for r in caplog.records if r.name == "pgmm_serve.requests"]
     assert len(lines) == 64 + 1 + 80 + 1  # one line per request: one by one, health, mixed, health
-    assert sum(" POST /v1/caption 200 " in line for line in lines) == 128
+    assert sum(" POST /v1/caption 200 " in line for line in lines) == 96
+    assert sum(" POST /v1/ask 200 " in line for line in lines) == 32
 
 
 def _bad_requests(http, picture: bytes):

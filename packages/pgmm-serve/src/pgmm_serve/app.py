@@ -203,7 +203,10 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> Any:
         body, image = await read(request, AskRequest)
         if engine.assistant is None:
             raise ApiError(501, "ask_unavailable", f"questions are not available: {engine.ask_unavailable}")
-        settings_ = generation_settings(body, engine.generation_defaults, limits)
+        if body.num_return_sequences is not None:
+            raise ApiError(422, "invalid_field", "num_return_sequences: captions only (one answer per question)",
+                           ["num_return_sequences"])
+        settings_ = generation_settings(body, engine.ask_defaults, limits)
         settings_.pop("num_return_sequences", None)
         history = [turn.model_dump() for turn in body.history] if body.history else None
         if body.stream:

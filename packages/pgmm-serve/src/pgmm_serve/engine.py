@@ -42,7 +42,6 @@ class Engine:
         ``Assistant``, for questions too."""
         import pgmm_core
 
-        captioner = pgmm_core.Captioner.from_run(run_dir, checkpoint=checkpoint, overrides=overrides)
         assistant, reason = None, "disabled (--no-ask)"
         if questions:
             try:
@@ -54,7 +53,11 @@ class Engine:
                     assistant = assistant_class.from_run(run_dir, checkpoint=checkpoint, overrides=overrides)
                 except pgmm_core.PgmmError as exc:
                     reason = f"the run cannot answer questions: {exc}"
-                    logger.warning("questions are off: %s", reason)
+                    logger.warning("pgmm serve: questions are off: %s", reason)
+        if assistant is not None:  # one model for both routes: the Assistant's Captioner
+            captioner = assistant.captioner
+        else:
+            captioner = pgmm_core.Captioner.from_run(run_dir, checkpoint=checkpoint, overrides=overrides)
         return cls(captioner, assistant=assistant, ask_unavailable=reason, checkpoint=checkpoint)
 
     # --- what the batcher runs (model thread) ----------------------------------------------------
@@ -78,8 +81,6 @@ class Engine:
         images = [image for image, _, _ in items]
         questions = [question for _, question, _ in items]
         histories = [history for _, _, history in items]
-        if all(h is None for h in histories):
-            return list(self.assistant.ask_many(images, questions, **settings))
         return list(self.assistant.ask_many(images, questions, histories=histories, **settings))
 
     def ask_stream(self, image: Any, question: str, history: list[dict] | None, settings: dict[str, Any]) -> Iterator[str]:
@@ -93,7 +94,13 @@ class Engine:
 
     @property
     def generation_defaults(self) -> Any:
+        """The run's ``eval.generation``: what a caption request's options are merged into."""
         return self.captioner.generation
+
+    @property
+    def ask_defaults(self) -> Any:
+        """The Assistant's decoding settings (the ``vqa``/``instruct`` objective's ``generation``)."""
+        return self.assistant.generation if self.assistant is not None else self.captioner.generation
 
     def describe(self) -> dict[str, Any]:
         run = self.captioner.run
@@ -109,6 +116,7 @@ class Engine:
             "prompt": config.model.prompt,
             "generation": self.generation_defaults.model_dump(),
             "ask": {"available": self.assistant is not None,
-                    "mode": getattr(self.assistant, "mode", None),
+                    "mode": getattr(self.assistant, "mode", None),  # vqa, instruct, or caption (answers are captions)
+                    "generation": self.ask_defaults.model_dump() if self.assistant is not None else None,
                     "reason": self.ask_unavailable},
         }
