@@ -1,4 +1,4 @@
-"""The web page in a real headless Chromium: choose a known picture, and its caption appears.
+"""The web page in a real headless Chromium: choose a known picture, its caption appears; ask, the answer streams in.
 
 Chromium is driven through the DevTools protocol over ``--remote-debugging-pipe`` (JSON messages
 ending in NUL on file descriptors 3 and 4, as Puppeteer's pipe transport does), so no driver or
@@ -139,7 +139,7 @@ def box(page: DevTools, selector: str) -> tuple[slice, slice]:
     return slice(rect[0], rect[1]), slice(rect[2], rect[3])
 
 
-def test_the_page_shows_the_caption_of_a_chosen_picture(serve, engine, browser, tmp_path):
+def test_the_page_shows_the_caption_of_a_chosen_picture_and_answers_a_question(serve, engine, browser, tmp_path):
     from skimage import data
 
     picture = tmp_path / "chelsea.png"
@@ -172,6 +172,19 @@ def test_the_page_shows_the_caption_of_a_chosen_picture(serve, engine, browser, 
     on_page = shown[caption_box]
     assert np.abs(on_page - empty[caption_box]).max(axis=-1).mean() > 0.005  # text is drawn in the box
     assert np.array_equal(on_page, redrawn[caption_box])  # and it is exactly the expected caption
+    # a question: typed and asked, the answer streams into its box
+    answer_expected = engine.assistant.ask(Image.open(picture), "what colour is the shape?")
+    browser.evaluate("document.getElementById('question').value = 'what colour is the shape?'; "
+                     "document.getElementById('ask-button').click()")
+    deadline = time.monotonic() + 60
+    while browser.evaluate("document.getElementById('answer').dataset.done") != "true":
+        assert time.monotonic() < deadline, browser.evaluate("document.getElementById('status').textContent")
+        time.sleep(0.05)
+    assert browser.evaluate("document.getElementById('answer').textContent").strip() == answer_expected
+    answered = browser.screenshot()
+    answer_box = box(browser, "#answer")
+    assert np.abs(answered[answer_box] - empty[answer_box]).max(axis=-1).mean() > 0.005
+
     preview = shown[preview_box].reshape(-1, 3).mean(axis=0)
     reference = np.asarray(Image.open(picture).convert("RGB"), dtype=np.float64).reshape(-1, 3).mean(axis=0)
     assert np.abs(preview - reference).max() < 12, (preview, reference)  # the chosen picture is shown
