@@ -83,3 +83,14 @@ def test_an_api_key_is_required_on_every_request(keyed_server, http):
 def test_only_loopback_addresses_count_as_local():
     assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("localhost")
     assert not _is_loopback("0.0.0.0") and not _is_loopback("192.168.1.5") and not _is_loopback("example.org")
+
+
+def test_the_plugin_registers_serve_and_listing_commands_imports_no_torch_nor_fastapi():
+    code = ("import sys; from pgmm_core.plugins import PluginHost; host = PluginHost(); "
+            "command = host.commands().commands['serve']; "
+            "import argparse; parser = argparse.ArgumentParser(); "
+            "__import__('pgmm_serve.command', fromlist=['configure']).configure(parser); "
+            "print(command.provider.distribution, 'torch' in sys.modules, 'fastapi' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["pgmm-serve", "False", "False"]

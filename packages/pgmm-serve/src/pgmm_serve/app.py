@@ -27,6 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from pgmm_core.errors import PgmmError
 from pgmm_serve.batcher import Batcher, QueueFull
 from pgmm_serve.engine import Engine, ask_key, caption_key
 from pgmm_serve.guard import BodyTooLarge, Guard
@@ -103,6 +104,18 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> Any:
     @app.exception_handler(BodyTooLarge)
     async def _too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:
         return JSONResponse(ApiError(413, "too_large", str(exc)).body(), status_code=413)
+
+    @app.exception_handler(PgmmError)
+    async def _refused_by_model(_: Request, exc: PgmmError) -> JSONResponse:
+        # what pgmm-core refuses with a message for the user (settings that contradict the run's own)
+        return JSONResponse(ApiError(422, "invalid_generation", str(exc)).body(), status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _failed(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc,
+                     exc_info=exc)
+        return JSONResponse(ApiError(500, "generation_failed", f"{type(exc).__name__}: {exc}").body(),
+                            status_code=500)
 
     @app.exception_handler(404)
     async def _not_found(request: Request, _: Exception) -> JSONResponse:
