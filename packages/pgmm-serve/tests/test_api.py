@@ -145,6 +145,10 @@ def bad_requests(http, picture: bytes) -> list[tuple[str, object, int, str]]:
             "image": image, "question": "q", "num_return_sequences": 2}), 422, "num_return_sequences"),
         ("not json", json_raw(b"{image: nope"), 400, "JSON"),
         ("a json list", json_raw(b"[1, 2]"), 422, "object"),
+        ("too many form fields", lambda b: http.post_form(b, "/v1/caption", {f"f{i}": "1" for i in range(40)},
+                                                          picture), 400, "fields"),
+        ("no such route", lambda b: http.request(b, "POST", "/v1/captions", b""), 404, "/v1/captions"),
+        ("wrong method", lambda b: http.request(b, "GET", "/v1/caption"), 405, "GET"),
         ("plain text body", lambda b: http.request(b, "POST", "/v1/caption", b"hello",
                                                    {"Content-Type": "text/plain"}), 415, "multipart"),
     ]

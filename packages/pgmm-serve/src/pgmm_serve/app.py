@@ -25,6 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.concurrency import run_in_threadpool
 
 from pgmm_core.errors import PgmmError
@@ -117,14 +118,17 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> Any:
         return JSONResponse(ApiError(500, "generation_failed", f"{type(exc).__name__}: {exc}").body(),
                             status_code=500)
 
-    @app.exception_handler(404)
-    async def _not_found(request: Request, _: Exception) -> JSONResponse:
-        return JSONResponse(ApiError(404, "not_found", f"no such page: {request.url.path}").body(), status_code=404)
-
-    @app.exception_handler(405)
-    async def _not_allowed(request: Request, _: Exception) -> JSONResponse:
-        return JSONResponse(ApiError(405, "method_not_allowed", f"{request.method} is not accepted by "
-                                     f"{request.url.path}").body(), status_code=405)
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Starlette's own refusals (no such route, wrong method, a malformed multipart body) in the
+        same JSON shape as the API's."""
+        if exc.status_code == 404:
+            error = ApiError(404, "not_found", f"no such page: {request.url.path}")
+        elif exc.status_code == 405:
+            error = ApiError(405, "method_not_allowed", f"{request.method} is not accepted by {request.url.path}")
+        else:
+            error = ApiError(exc.status_code, "bad_request", f"body: {exc.detail}")
+        return JSONResponse(error.body(), status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     async def read(request: Request, model: type[CaptionRequest]) -> tuple[CaptionRequest, Any]:
         """The validated body and the decoded image (decoded off the event loop)."""
