@@ -125,3 +125,26 @@ def test_assemble_puts_visual_tokens_in_the_slot_and_pads_either_side():
     assert right.inputs_embeds[0, :, 0].tolist() == [10, 0, -2, -4, 20, 30]
     assert left.inputs_embeds[1, 2:, 0].tolist() == [-6, -8, -10, 40]
     assert left.inputs_embeds[1, :2].abs().sum() == 0
+
+
+def test_text_pieces_hold_back_partial_characters_and_stop_at_eos(tokenizer):
+    from pgmm_core.text_stream import TextPieces, stream_generation
+
+    ids = tokenizer.encode("a red circle：你好", add_bos=False)
+    assert len(ids) > 5 and "<0xEF>" in tokenizer.convert_ids_to_tokens(ids), "a character made of byte tokens"
+    pieces = TextPieces(tokenizer)
+    pieces.put(torch.empty((1, 0), dtype=torch.long))  # transformers puts the (empty) prompt first
+    for token_id in [*ids, tokenizer.eos_token_id, ids[0]]:
+        pieces.put(torch.tensor([token_id]))
+    pieces.end()
+    out = list(pieces)
+    assert "".join(out) == tokenizer.decode(ids, skip_special_tokens=True) == "a red circle：你好"
+    assert not any("\ufffd" in piece for piece in out), out
+    assert len(out) >= 4, "one piece per completed token, not the whole text at once"
+
+    def failing(streamer):
+        streamer.put(torch.tensor([ids[0]]))
+        raise RuntimeError("device lost")
+
+    with pytest.raises(RuntimeError, match="device lost"):
+        list(stream_generation(failing, tokenizer))

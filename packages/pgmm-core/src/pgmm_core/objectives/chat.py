@@ -14,8 +14,8 @@ the tokens a model is trained to produce are exactly those it generates after th
 at inference, which is rendered the same way. ``<image>`` in a user turn becomes the image slot
 (:data:`~pgmm_core.objectives.sequences.IMAGE_SLOT`); a conversation without one gets it at the start
 of its first user turn (``<image>\\n`` + text, LLaVA's placement); further markers are removed (the
-datasets refuse such conversations; both cases are counted by the objective). BOS starts the row, as
-openPangu's own inference does (``tokenizer(text)``).
+datasets refuse such conversations; both cases are counted by the objective). BOS starts the row
+(when the tokenizer has one), as openPangu's own inference does (``tokenizer(text)``).
 """
 
 from __future__ import annotations
@@ -97,8 +97,8 @@ def conversation_row(tokenizer: Any, conversation: Sequence[dict[str, str]], *, 
         if turn.get("role") not in ROLES:
             raise ValueError(f"unknown role {turn.get('role')!r} (roles: {', '.join(ROLES)})")
     turns, added, removed = place_image_marker(conversation)
-    ids: list[int] = [tokenizer.bos_token_id]
-    labels: list[int] = [IGNORE_INDEX]
+    ids: list[int] = tokenizer.encode("", add_bos=True)  # BOS, or nothing for a model without one
+    labels: list[int] = [IGNORE_INDEX] * len(ids)
     done = ""
 
     def extend(text: str, target: bool) -> None:
