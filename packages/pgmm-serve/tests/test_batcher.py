@@ -165,3 +165,33 @@ def test_a_lone_client_never_waits_for_partners_but_company_is_waited_for():
     assert alone == ["k:0", "k:1", "k:2"] and lone_seconds < 0.4
     assert pair == ["k:a", "k:b"] and early == ["k:early", "k:late"]
     assert [items for _, items in recorder.calls] == [[0], [1], [2], ["a", "b"], ["late", "early"]]
+
+
+def test_a_stream_left_early_is_closed_in_the_model_thread_before_the_next_job():
+    order: list[str] = []
+    recorder = Recorder()
+
+    def produce():
+        try:
+            for i in range(10_000):
+                yield str(i)
+        finally:
+            order.append(f"closed in {threading.current_thread().name}")
+
+    def batch(key, items):
+        order.append("next job")
+        return recorder(key, items)
+
+    async def main():
+        batcher = Batcher(batch, max_batch_size=1, max_wait=0, max_queue=4)
+        await batcher.start()
+        stream = batcher.stream(produce)
+        async for _ in stream:
+            break
+        stream.close()
+        result = await batcher.submit("k", 1)
+        await batcher.stop()
+        return result
+
+    assert run(main()) == "k:1"
+    assert order[0].startswith("closed in pgmm-model") and order[1:] == ["next job"]

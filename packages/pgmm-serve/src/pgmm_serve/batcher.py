@@ -158,8 +158,9 @@ class Batcher:
         stop = threading.Event()
 
         def run() -> None:
+            generator = produce()
             try:
-                for piece in produce():
+                for piece in generator:
                     loop.call_soon_threadsafe(pieces.put_nowait, piece)
                     if stop.is_set():
                         break
@@ -167,6 +168,10 @@ class Batcher:
             except BaseException as exc:  # delivered to the reader; the server goes on
                 loop.call_soon_threadsafe(pieces.put_nowait, exc)
                 raise
+            finally:
+                # closed here, in the model thread: a generator that generates in a thread of its own
+                # (pgmm-core's stream_generation) waits for it, so the model is never used twice at once
+                getattr(generator, "close", lambda: None)()
 
         return PieceStream(self, self._admit(None, run), pieces, stop)
 
