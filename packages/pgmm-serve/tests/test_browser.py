@@ -1,4 +1,5 @@
-"""The web page in a real headless Chromium: choose a known picture, its caption appears; ask, the answer streams in.
+"""The web page in a real headless Chromium: choose (or drop) a known picture, its caption appears; ask, the
+answer streams in.
 
 Chromium is driven through the DevTools protocol over ``--remote-debugging-pipe`` (JSON messages
 ending in NUL on file descriptors 3 and 4, as Puppeteer's pipe transport does), so no driver or
@@ -172,6 +173,19 @@ def test_the_page_shows_the_caption_of_a_chosen_picture_and_answers_a_question(s
     on_page = shown[caption_box]
     assert np.abs(on_page - empty[caption_box]).max(axis=-1).mean() > 0.005  # text is drawn in the box
     assert np.array_equal(on_page, redrawn[caption_box])  # and it is exactly the expected caption
+    # the same picture dropped on the drop zone (a drop event carrying the file) is captioned again
+    browser.evaluate("(() => { const file = document.getElementById('file').files[0]; "
+                     "document.getElementById('caption').textContent = ''; "
+                     "delete document.getElementById('caption').dataset.done; "
+                     "const data = new DataTransfer(); data.items.add(file); "
+                     "document.getElementById('drop').dispatchEvent(new DragEvent('drop', "
+                     "{dataTransfer: data, bubbles: true, cancelable: true})); })()")
+    deadline = time.monotonic() + 60
+    while browser.evaluate("document.getElementById('caption').dataset.done") != "true":
+        assert time.monotonic() < deadline, browser.evaluate("document.getElementById('status').textContent")
+        time.sleep(0.05)
+    assert browser.evaluate("document.getElementById('caption').textContent") == expected
+
     # a question: typed and asked, the answer streams into its box
     answer_expected = engine.assistant.ask(Image.open(picture), "what colour is the shape?")
     browser.evaluate("document.getElementById('question').value = 'what colour is the shape?'; "
