@@ -183,7 +183,8 @@ def main() -> None:
     reference = rows[0]["captions"]
     assert all(row["captions"] == reference for row in rows), "captions differ between settings"
 
-    print("\n| clients | batching off: req/s | p50 ms | p95 ms | batching on: req/s | p50 ms | p95 ms | mean batch | speed-up |")
+    print("\n| clients | batching off: req/s | p50 ms | p95 ms | batching on: req/s | p50 ms | p95 ms | mean batch "
+          "| speed-up |")
     print("|---|---|---|---|---|---|---|---|---|")
     for clients in args.clients:
         off = next(r for r in rows if r["batching"] == "off" and r["clients"] == clients)

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -33,16 +34,14 @@ class DevTools:
     def __init__(self, chromium: str, flags: list[str], env: dict[str, str]) -> None:
         to_browser_read, self._to_browser = os.pipe()
         self._from_browser, from_browser_write = os.pipe()
-        # above 4, so that the child can put them at 3 and 4 without clobbering one with the other
+        # above 4, so that the launcher can put them at 3 and 4 without clobbering one with the other
         high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_browser_read, from_browser_write)]
-
-        def child_fds() -> None:
-            os.dup2(high[0], 3)
-            os.dup2(high[1], 4)
-
-        self.process = subprocess.Popen([chromium, *flags, "--remote-debugging-pipe", "about:blank"],
-                                        pass_fds=(3, 4), preexec_fn=child_fds, env=env,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # a fresh interpreter moves them and execs Chromium (no preexec_fn in this threaded process)
+        launcher = "import os, sys; os.dup2(int(sys.argv[1]), 3); os.dup2(int(sys.argv[2]), 4); " \
+                   "os.execv(sys.argv[3], sys.argv[3:])"
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", launcher, *map(str, high), chromium, *flags, "--remote-debugging-pipe",
+             "about:blank"], pass_fds=high, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for fd in (to_browser_read, from_browser_write, *high):
             os.close(fd)
         self._buffer = b""

@@ -4,8 +4,8 @@ Each request becomes a :class:`Job` with a *key* (what must be equal for two req
 ``generate`` call: the task, the prompt and the generation settings) and an *item* (its image and
 text). The worker takes the oldest job, then every queued job with the same key, waiting at most
 ``max_wait`` for more to arrive (when others are about), up to ``max_batch_size``, and hands the
-batch to ``run_batch`` in the model thread. While a batch runs, new requests queue up, so under load batches fill without any
-waiting. Jobs with other keys keep their place in the queue.
+batch to ``run_batch`` in the model thread. While a batch runs, new requests queue up, so under
+load batches fill without any waiting. Jobs with other keys keep their place in the queue.
 
 Slots: at most ``max_queue`` jobs are admitted (queued or running); one more raises
 :class:`QueueFull` (the API answers 503 with ``Retry-After``). A request whose client goes away is

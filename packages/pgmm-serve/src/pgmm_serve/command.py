@@ -71,8 +71,9 @@ def run(args: argparse.Namespace) -> int:
     settings = ServeSettings(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
                              queue_size=args.queue_size, api_key=args.api_key or None, limits=limits)
     if not _is_loopback(args.host) and not settings.api_key:
-        logger.warning("pgmm serve: warning: listening on %s without --api-key: anyone who can reach this address can use the model "
-                       "(and the machine's time). Give --api-key, or keep the default --host 127.0.0.1.", args.host)
+        logger.warning("pgmm serve: warning: listening on %s without --api-key: anyone who can reach this "
+                       "address can use the model (and the machine's time). Give --api-key, or keep the default "
+                       "--host 127.0.0.1.", args.host)
     engine = Engine.from_run(args.run, checkpoint=args.checkpoint, overrides=args.set, questions=not args.no_ask)
     app = create_app(engine, settings)
     url = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}/"

@@ -83,7 +83,8 @@ class Engine:
         histories = [history for _, _, history in items]
         return list(self.assistant.ask_many(images, questions, histories=histories, **settings))
 
-    def ask_stream(self, image: Any, question: str, history: list[dict] | None, settings: dict[str, Any]) -> Iterator[str]:
+    def ask_stream(self, image: Any, question: str, history: list[dict] | None,
+                   settings: dict[str, Any]) -> Iterator[str]:
         return self.assistant.stream(image, question, history=history, **settings)
 
     def caption_stream(self, image: Any, prompt: str | None, settings: dict[str, Any]) -> Iterator[str]:

@@ -69,7 +69,8 @@ class GenerationOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     num_beams: int | None = Field(None, ge=1, description="Beam width (at most the server's limit).")
-    max_new_tokens: int | None = Field(None, ge=1, description="Longest answer, in tokens (at most the server's limit).")
+    max_new_tokens: int | None = Field(None, ge=1,
+                                       description="Longest answer, in tokens (at most the server's limit).")
     min_new_tokens: int | None = Field(None, ge=0)
     do_sample: bool | None = Field(None, description="Nucleus sampling instead of beam search.")
     top_p: float | None = Field(None, gt=0, le=1)
