@@ -78,9 +78,12 @@ def test_a_full_queue_refuses_with_retry_after_and_a_cancelled_request_frees_its
         with pytest.raises(QueueFull) as full:
             await batcher.submit("k", "fourth")
         assert full.value.retry_after >= 1
+        with pytest.raises(QueueFull):
+            batcher.refuse_if_full()  # what the API asks before reading an upload
         waiting[0].cancel()  # its client went away
         await asyncio.sleep(0.01)
         assert batcher.admitted == 2
+        batcher.refuse_if_full()
         fifth = asyncio.create_task(batcher.submit("k", "fifth"))  # takes the freed slot
         await asyncio.sleep(0.01)
         recorder.gate.set()

@@ -132,6 +132,10 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> Any:
 
     async def read(request: Request, model: type[CaptionRequest]) -> tuple[CaptionRequest, Any]:
         """The validated body and the decoded image (decoded off the event loop)."""
+        try:
+            batcher.refuse_if_full()
+        except QueueFull as exc:
+            raise queue_full(exc) from None
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind == "application/json":
             try:

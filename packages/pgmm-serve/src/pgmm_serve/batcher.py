@@ -178,6 +178,12 @@ class Batcher:
     def _release(self) -> None:
         self.admitted -= 1
 
+    def refuse_if_full(self) -> None:
+        """Raise :class:`QueueFull` now if every slot is taken: the API checks before it reads and
+        decodes an upload, so a flood of requests costs no decoding (admission itself is in ``submit``)."""
+        if self.admitted >= self.max_queue:
+            raise QueueFull(self._retry_after())
+
     def _admit(self, key: Hashable | None, item: Any) -> Job:
         if self._arrived is None:
             raise RuntimeError("Batcher.start() was not awaited")
