@@ -1,7 +1,7 @@
 """Sessions that set up their own virtual environments: the demo, the tests, and packaging checks.
 
-    nox -s demo      # install the five packages, run the tiny CPU demo (python -m pgmm_core.train)
-    nox -s tests     # install the five packages + pytest, run the whole suite
+    nox -s demo      # install the six packages, run the tiny CPU demo (python -m pgmm_core.train)
+    nox -s tests     # install the six packages + pytest, run the whole suite
 
 Packaging checks (fresh environments from built wheels; a few minutes each, not run by default):
 
@@ -20,7 +20,7 @@ import nox
 nox.options.sessions = ["tests"]
 nox.options.reuse_existing_virtualenvs = True
 
-PACKAGES = ["pgmm-core", "pgmm-vision", "pgmm-pangu", "pgmm-data", "pgmm-ascend"]
+PACKAGES = ["pgmm-core", "pgmm-vision", "pgmm-pangu", "pgmm-data", "pgmm-ascend", "pgmm-serve"]
 EDITABLE = [arg for name in PACKAGES for arg in ("-e", f"packages/{name}")]
 
 

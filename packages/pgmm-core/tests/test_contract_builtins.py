@@ -80,3 +80,29 @@ class TestFsdp2ReplicatedTrainableStrategy(StrategyContract):
     component = "fsdp2"
     distribution = "pgmm-core"
     config = {"reshard_after_forward": False, "trainable": "replicate"}
+
+
+class TestVqaObjective(ObjectiveContract):
+    """VQA on the synthetic shapes' questions (weighted distinct answers in train, ten in val)."""
+
+    component = "vqa"
+    distribution = "pgmm-core"
+    config = {"generation": {"num_beams": 2, "max_new_tokens": 3, "min_new_tokens": 1}}
+
+    def tiny_sections(self):
+        return {"data": {"train": [{"type": "synthetic_shapes_vqa", "num_samples": 8, "seed": 0}],
+                         "val": [{"type": "synthetic_shapes_vqa", "num_samples": 2, "seed": 0}],
+                         "batch_size": 4, "num_workers": 0}}
+
+
+class TestInstructObjective(ObjectiveContract):
+    """Instruction tuning on the synthetic shapes' conversations in openPangu's chat format."""
+
+    component = "instruct"
+    distribution = "pgmm-core"
+    config = {"generation": {"num_beams": 1, "max_new_tokens": 4, "min_new_tokens": 1}}
+
+    def tiny_sections(self):
+        return {"data": {"train": [{"type": "synthetic_shapes_chat", "num_samples": 8, "seed": 0}],
+                         "val": [{"type": "synthetic_shapes_chat", "num_samples": 2, "seed": 0}],
+                         "batch_size": 4, "num_workers": 0}}

@@ -7,7 +7,7 @@ import sys
 
 import pgmm_core
 
-PUBLIC = {"Captioner", "ComponentConfig", "ConfigError", "MultimodalModel", "PgmmError", "PluginHost",
+PUBLIC = {"Assistant", "Captioner", "ComponentConfig", "ConfigError", "MultimodalModel", "PgmmError", "PluginHost",
           "build_model", "hookimpl", "is_run_directory", "load_config", "read_run_weights", "train", "__version__"}
 
 

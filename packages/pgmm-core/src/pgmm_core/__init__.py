@@ -7,6 +7,7 @@ model or trainer is actually used):
 * :func:`build_model` — config -> :class:`~pgmm_core.model.MultimodalModel`
 * :func:`train` — what ``python -m pgmm_core.train`` runs
 * :class:`Captioner` — ``Captioner.from_run(run_dir).caption(images)``
+* :class:`Assistant` — ``Assistant.from_run(run_dir).ask(image, question, history=...)``
 * :class:`PluginHost`, :data:`hookimpl` — for plugin authors and embedding applications
 * :func:`read_run_weights`, :func:`is_run_directory` — a run's trainable weights, for tools such as
   pgmm-vision's ``convert``
@@ -27,6 +28,7 @@ _LAZY = {
     "train": ("pgmm_core.train", None),  # the package is callable: pgmm_core.train(config)
     "PluginHost": ("pgmm_core.plugins", "PluginHost"),
     "Captioner": ("pgmm_core.captioner", "Captioner"),
+    "Assistant": ("pgmm_core.assistant", "Assistant"),
     "hookimpl": ("pgmm_core.hookspecs", "hookimpl"),
     "ComponentConfig": ("pgmm_core.config.sections", "ComponentConfig"),
     "PgmmError": ("pgmm_core.errors", "PgmmError"),

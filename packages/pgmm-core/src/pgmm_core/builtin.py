@@ -1,5 +1,5 @@
 """pgmm-core's own plugin: the cpu, cuda and auto device backends, the built-in callbacks and the
-``caption`` objective, and the auto, single, ddp and fsdp2 strategies.
+``caption``, ``vqa`` and ``instruct`` objectives, and the auto, single, ddp and fsdp2 strategies.
 
 ``auto`` is the device kind's and the strategy kind's default, ``caption`` the objective kind's
 (``default=True``): a config without a ``device``, ``strategy`` or ``objective`` section uses them.
@@ -13,7 +13,7 @@ from __future__ import annotations
 from pgmm_core.callbacks.configs import EarlyStoppingConfig
 from pgmm_core.devices.configs import AutoDeviceConfig, CpuConfig, CudaConfig
 from pgmm_core.hookspecs import hookimpl
-from pgmm_core.objectives.configs import CaptionObjectiveConfig
+from pgmm_core.objectives.configs import CaptionObjectiveConfig, InstructObjectiveConfig, VqaObjectiveConfig
 from pgmm_core.strategies.configs import (
     AutoStrategyConfig,
     DdpStrategyConfig,
@@ -44,6 +44,10 @@ def pgmm_register_objectives(registrar):
     registrar.add("caption", "pgmm_core.objectives.caption:build_caption_objective", CaptionObjectiveConfig,
                   default=True,
                   description="BLIP-2 stage 2: captioning loss, evaluation by generated captions (CIDEr, BLEU, ...)")
+    registrar.add("vqa", "pgmm_core.objectives.vqa:build_vqa_objective", VqaObjectiveConfig,
+                  description="visual question answering: weighted answer loss, VQA accuracy of generated answers")
+    registrar.add("instruct", "pgmm_core.objectives.instruct:build_instruct_objective", InstructObjectiveConfig,
+                  description="visual instruction tuning: chat-template conversations, loss on assistant turns")
 
 
 @hookimpl

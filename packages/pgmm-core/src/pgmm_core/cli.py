@@ -126,7 +126,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def _generation_overrides(args: argparse.Namespace) -> dict[str, Any]:
     names = ("num_beams", "max_new_tokens", "min_new_tokens", "top_p", "temperature", "repetition_penalty",
              "length_penalty", "num_return_sequences")
-    settings = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    settings = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     if args.sample:
         settings["do_sample"] = True
     return settings
@@ -167,6 +167,47 @@ def cmd_caption(args: argparse.Namespace) -> int:
                 else:
                     print(f"{path}\t{caption}")
     return 1 if failures else 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    """One question (the answer streamed to stdout), or with ``--chat`` a conversation: questions read
+    line by line from stdin (an empty line or end of input ends it), the history kept."""
+    from pgmm_core.assistant import CAPTION_ONLY_NOTE, Assistant
+    from pgmm_core.errors import ConfigError
+
+    if not args.chat and not args.question:
+        raise ConfigError(['ask needs a question: ask --run RUN IMAGE "question" (or --chat)'])
+    assistant = Assistant.from_run(args.run, checkpoint=args.checkpoint, overrides=args.set)
+    assistant.captioner.pixel_values([args.image])  # an unreadable image fails before any question
+    if assistant.mode == "caption":
+        print(f"pgmm: note: {CAPTION_ONLY_NOTE}", file=sys.stderr)
+    settings = _generation_overrides(args)
+    settings.pop("num_return_sequences", None)
+    history: list[dict[str, str]] = []
+    question = args.question
+    interactive = sys.stdin.isatty()
+    if args.chat:
+        print("pgmm: chat about the image; an empty line or end of input ends it", file=sys.stderr)
+    while True:
+        if question is None:
+            if interactive:
+                print("> ", end="", file=sys.stderr, flush=True)
+            line = sys.stdin.readline()
+            if not line.strip():
+                break
+            question = line.strip()
+        pieces = []
+        for piece in assistant.stream(args.image, question, history=history, **settings):
+            pieces.append(piece)
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        if not args.chat:
+            break
+        history += [{"role": "user", "content": question}, {"role": "assistant", "content": "".join(pieces)}]
+        question = None
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -239,16 +280,18 @@ def build_parser(host: Any | None = None) -> argparse.ArgumentParser:
                    help='one JSON object per line: {"image", "caption"}, or {"image", "error"} for an unreadable one')
     p.add_argument("--batch-size", type=_positive_int, default=8, help="images per forward pass (default 8)")
     p.add_argument("--prompt", help="text before the caption (default: the run's model.prompt)")
-    p.add_argument("--num-beams", dest="num_beams", type=int)
-    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int)
-    p.add_argument("--min-new-tokens", dest="min_new_tokens", type=int)
-    p.add_argument("--sample", action="store_true", help="nucleus sampling instead of beam search")
-    p.add_argument("--top-p", dest="top_p", type=float)
-    p.add_argument("--temperature", type=float)
-    p.add_argument("--repetition-penalty", dest="repetition_penalty", type=float)
-    p.add_argument("--length-penalty", dest="length_penalty", type=float)
+    _decoding_arguments(p)
     p.add_argument("--num-return-sequences", dest="num_return_sequences", type=int)
     p.set_defaults(_run=cmd_caption)
+
+    p = sub.add_parser("ask", help="ask a trained run about an image (the answer is streamed; --chat: a conversation)")
+    p.add_argument("image", metavar="IMAGE", help="an image file")
+    p.add_argument("question", nargs="?", help="the question (with --chat: the first one; more are read from stdin)")
+    _run_arguments(p)
+    p.add_argument("--chat", action="store_true",
+                   help="keep asking: one question per line on stdin, the conversation kept; an empty line ends it")
+    _decoding_arguments(p)
+    p.set_defaults(_run=cmd_ask)
 
     p = sub.add_parser("evaluate", help="caption a split with a run's checkpoint and score it (torchrun ok)")
     # positional too: torchrun's own argparse takes "--run" for its "--run-path" option
@@ -275,6 +318,17 @@ def build_parser(host: Any | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _decoding_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--num-beams", dest="num_beams", type=int)
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int)
+    p.add_argument("--min-new-tokens", dest="min_new_tokens", type=int)
+    p.add_argument("--sample", action="store_true", help="nucleus sampling instead of beam search")
+    p.add_argument("--top-p", dest="top_p", type=float)
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--repetition-penalty", dest="repetition_penalty", type=float)
+    p.add_argument("--length-penalty", dest="length_penalty", type=float)
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -298,6 +352,9 @@ def _take_positionals_from_set(args: argparse.Namespace) -> None:
     stray = [v for v in values if "=" not in v]
     if hasattr(args, "images"):
         args.images = [*args.images, *stray]
+    elif hasattr(args, "question") and stray:  # ask: IMAGE "question" after --set
+        if args.question is None and len(stray) == 1:
+            args.image, args.question = args.image, stray[0]
     elif hasattr(args, "run_dir") and stray:
         if args.run_dir is None and len(stray) == 1:
             args.run_dir = stray[0]
@@ -329,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def go() -> int:
         configure_logging(_verbosity(argv[:lead]))  # before the plugin host, whose warnings it shows
-        builtin = {"plugins", "schema", "validate", "train", "caption", "evaluate", "report"}
+        builtin = {"plugins", "schema", "validate", "train", "caption", "ask", "evaluate", "report"}
         command = argv[lead] if lead < len(argv) else None
         wants_plugin_command = command is not None and command not in builtin and not command.startswith("-")
         host = _host() if wants_plugin_command or command is None or command in ("-h", "--help") else None

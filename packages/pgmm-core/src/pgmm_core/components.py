@@ -110,9 +110,17 @@ class LLMBackend(Protocol):
     """A causal language model driven by ``inputs_embeds``.
 
     ``caption_loss`` follows the Hugging Face label convention (``labels[:, i]`` is the token at
-    position ``i``; ``-100`` is ignored) and must compute logits only where a label is set.
+    position ``i``; ``-100`` is ignored) and must compute logits only where a label is set: it is the
+    mean over every labelled position of the batch. ``sequence_loss`` (same inputs) is each row's
+    *sum* over its labelled positions (a B tensor), for losses that weigh rows (VQA answers by their
+    annotators' share).
     ``generate`` returns only the new token ids (``B * num_return_sequences`` lists), without EOS or
-    padding, decoding with exactly the settings given.
+    padding, decoding with exactly the settings given. Rows may be left-padded (attention mask 0):
+    positions then count from each row's first real token. ``streamer`` (optional, keyword) is an
+    object with transformers' streamer methods, ``put(ids)`` for every step's new token (one row,
+    greedy or sampled decoding) and ``end()`` when generation stops (``pgmm_core.text_stream``).
+    Chat needs the tokenizer's ``apply_chat_template(messages, add_generation_prompt=...,
+    tokenize=False) -> str`` (transformers' signature) and an ``eos_token_id`` that ends a turn.
 
     ``frozen`` (the config's required ``freeze`` field) and ``follows_precision_policy`` mean what
     they mean for a :class:`VisionEncoder`, except that a frozen LLM is not run under ``no_grad``:
@@ -130,8 +138,12 @@ class LLMBackend(Protocol):
         self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
     ) -> torch.Tensor: ...
 
+    def sequence_loss(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor: ...
+
     def generate(
-        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, settings: Any
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, settings: Any, streamer: Any = None
     ) -> list[list[int]]: ...
 
 

@@ -12,6 +12,7 @@ from pgmm_data.configs import (
     VgCaptionConfig,
     WebdatasetCaptionsConfig,
 )
+from pgmm_data.synthetic_qa_configs import SyntheticShapesChatConfig, SyntheticShapesVqaConfig
 from pgmm_data.vqa_configs import (
     GqaConfig,
     JsonlConversationsConfig,
@@ -48,6 +49,12 @@ def pgmm_register_datasets(registrar):
                   description='your own {"image", "conversation": [{"role", "content"}]} lines')
     registrar.add("webdataset_captions", "pgmm_data.webdataset:build_webdataset_captions", WebdatasetCaptionsConfig,
                   description="image-caption pairs streamed from WebDataset tar shards (img2dataset layout, pipe:)")
+    registrar.add("synthetic_shapes_vqa", "pgmm_data.synthetic_qa:build_synthetic_shapes_vqa",
+                  SyntheticShapesVqaConfig,
+                  description="questions on the synthetic shapes' colour, shape and place (VQA items, no files)")
+    registrar.add("synthetic_shapes_chat", "pgmm_data.synthetic_qa:build_synthetic_shapes_chat",
+                  SyntheticShapesChatConfig,
+                  description="conversations about the synthetic shapes (chat items, no files)")
 
 
 @hookimpl

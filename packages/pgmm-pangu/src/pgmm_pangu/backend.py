@@ -96,9 +96,38 @@ class CausalLMBackend(nn.Module):
         return target_cross_entropy(hidden, labels, self.model.get_output_embeddings(),
                                     chunk_tokens=self.loss_chunk_tokens)
 
+    def sequence_loss(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                      labels: torch.Tensor) -> torch.Tensor:
+        """Per row (B), the summed next-token cross-entropy over its labelled positions: what losses that
+        weigh samples (VQA answers by their annotators' share) are built from."""
+        inputs_embeds = inputs_embeds.to(self.dtype)
+        targets = labels[:, 1:]
+        if self._head_transforms_logits:
+            logits = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False).logits
+            hidden_logits = logits[:, :-1].float()
+        else:
+            hidden = self.model.get_decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                              use_cache=False).last_hidden_state
+            mask = targets != IGNORE_INDEX
+            losses = hidden.new_zeros(labels.shape[0], dtype=torch.float32)
+            if not bool(mask.any()):
+                return losses + hidden.sum() * 0.0
+            logits = self.model.get_output_embeddings()(hidden[:, :-1][mask]).float()
+            token_losses = nn.functional.cross_entropy(logits, targets[mask], reduction="none")
+            rows = torch.arange(labels.shape[0], device=labels.device)[:, None].expand_as(targets)[mask]
+            return losses.index_add(0, rows, token_losses)
+        token_losses = nn.functional.cross_entropy(hidden_logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX,
+                                                   reduction="none")
+        return token_losses.sum(dim=1)
+
     @torch.no_grad()
-    def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, settings: Any) -> list[list[int]]:
+    def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, settings: Any,
+                 streamer: Any = None) -> list[list[int]]:
         """New token ids only (``B * num_return_sequences`` rows), cut before the first EOS.
+
+        ``streamer`` (optional): an object with ``put(ids)`` and ``end()`` (transformers' streamer
+        interface, e.g. :class:`pgmm_core.streaming.TextPieces`) that receives each new token as it is
+        chosen; greedy and sampled decoding of one row only (transformers refuses beam search).
 
         ``settings`` carries num_beams, max_new_tokens, min_new_tokens, do_sample, top_p, temperature,
         repetition_penalty, length_penalty and num_return_sequences (``GenerationSection``). From
@@ -128,7 +157,7 @@ class CausalLMBackend(nn.Module):
         # (transformers would, seeing a sharded model; pgmm's sharding strategy gathers the weights
         # whole for evaluation, so every rank generates on its own.)
         output = self.model.generate(inputs_embeds=inputs_embeds.to(self.dtype), attention_mask=attention_mask,
-                                     generation_config=config, synced_gpus=False)
+                                     generation_config=config, synced_gpus=False, streamer=streamer)
         rows = []
         for row in output.tolist():
             rows.append(row[: row.index(tok.eos_token_id)] if tok.eos_token_id in row else row)

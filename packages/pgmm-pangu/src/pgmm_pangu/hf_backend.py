@@ -49,6 +49,10 @@ class HfTokenizer:
     def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
 
+    def apply_chat_template(self, conversation: list[dict[str, str]], **kwargs: Any) -> Any:
+        """The model's own chat template (the ``instruct`` objective and chat with ``ask``)."""
+        return self.tokenizer.apply_chat_template(conversation, **kwargs)
+
 
 def _dtype_argument(dtype_name: str | None) -> dict[str, Any]:
     """``dtype=`` (transformers >= 4.56) or ``torch_dtype=`` (older); default: as stored."""

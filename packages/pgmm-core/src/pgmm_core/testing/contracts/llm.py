@@ -15,7 +15,8 @@ class LLMBackendContract(ComponentContract):
     """A causal LM driven by ``inputs_embeds`` (see :class:`pgmm_core.components.LLMBackend`).
 
     ``caption_loss`` must equal the mean next-token cross-entropy of the full logits over labelled
-    positions; ``generate`` must return only new token ids, decoded with exactly the given settings.
+    positions and ``sequence_loss`` its per-row sums; ``generate`` must return only new token ids,
+    decoded with exactly the given settings, and hand each new token to a ``streamer`` when given one.
     Both are compared with :meth:`full_logits`, which by default calls ``backend.model`` (a
     transformers causal LM); a backend built otherwise overrides it.
     """
@@ -107,6 +108,51 @@ class LLMBackendContract(ComponentContract):
         with torch.no_grad():
             empty = backend.caption_loss(embeds, mask, nothing)
         assert torch.isfinite(empty) and float(empty) == 0.0, "a batch without targets must give loss 0, not NaN"
+
+    def test_sequence_loss_is_each_rows_summed_cross_entropy(self, component_instance: Any) -> None:
+        import torch
+        import torch.nn.functional as F
+
+        backend = component_instance.eval()
+        ids, mask, labels = self.caption_batch(backend)
+        with torch.no_grad():
+            embeds = backend.embed_tokens(ids)
+            losses = backend.sequence_loss(embeds, mask, labels)
+            logits = self.full_logits(backend, embeds, mask).float()
+            mean = backend.caption_loss(embeds, mask, labels)
+        assert losses.shape == (ids.shape[0],) and losses.dtype == torch.float32
+        for row in range(ids.shape[0]):
+            reference = F.cross_entropy(logits[row, :-1], labels[row, 1:], ignore_index=IGNORE_INDEX, reduction="sum")
+            torch.testing.assert_close(losses[row], reference, atol=1e-4, rtol=1e-4)
+        targets = int((labels[:, 1:] != IGNORE_INDEX).sum())
+        torch.testing.assert_close(losses.sum() / targets, mean, atol=1e-4, rtol=1e-4)
+        embeds = embeds.detach().requires_grad_(True)
+        backend.sequence_loss(embeds, mask, labels)[1].backward()
+        assert embeds.grad[1].abs().sum() > 0 and embeds.grad[0].abs().sum() == 0, (
+            "a row's loss depends on that row only")
+
+    def test_generate_streams_each_new_token(self, component_instance: Any) -> None:
+        from pgmm_core.config.sections import GenerationSection
+
+        class Collect:
+            def __init__(self) -> None:
+                self.ids: list[int] = []
+                self.ended = False
+
+            def put(self, value: Any) -> None:
+                self.ids.extend(int(t) for t in value.reshape(-1).tolist())
+
+            def end(self) -> None:
+                self.ended = True
+
+        backend = component_instance.eval()
+        embeds, mask = self._prompt(backend)
+        settings = GenerationSection(num_beams=1, max_new_tokens=5, min_new_tokens=5, do_sample=False)
+        streamer = Collect()
+        rows = backend.generate(embeds[:1], mask[:1], settings, streamer=streamer)
+        assert streamer.ended, "the streamer is told when generation ends"
+        assert streamer.ids == rows[0] == backend.generate(embeds[:1], mask[:1], settings)[0], (
+            "the streamer receives exactly the generated tokens, one step at a time")
 
     def test_loss_gradients_reach_inputs_not_frozen_weights(self, host: Any, component_config: Any) -> None:
 
