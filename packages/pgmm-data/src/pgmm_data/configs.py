@@ -11,11 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
-
 from pgmm_core.config.files import RequiredPath
 from pgmm_core.config.sections import ComponentConfig
 from pgmm_core.images import DEFAULT_MAX_IMAGE_PIXELS
+from pydantic import Field, model_validator
 
 
 def under(root: Path, value: str | None) -> Path | None:
@@ -32,8 +31,8 @@ class CaptionDatasetConfig(ComponentConfig):
     )
 
 
-class ImageCaptionConfig(CaptionDatasetConfig):
-    """Fields of datasets that read image files."""
+class ImageFilesConfig(ComponentConfig):
+    """Fields of every dataset that reads image files (caption, VQA and conversation datasets)."""
 
     image_processor: Literal["blip2_image_train", "blip_image_train"] = Field(
         "blip2_image_train",
@@ -50,15 +49,19 @@ class ImageCaptionConfig(CaptionDatasetConfig):
     )
 
     @model_validator(mode="after")
-    def _check_scales(self) -> ImageCaptionConfig:
+    def _check_scales(self) -> ImageFilesConfig:
         if self.min_scale > self.max_scale:
             raise ValueError(f"min_scale {self.min_scale} is larger than max_scale {self.max_scale}")
         return self
 
-
     def _image_root_paths(self, base: Path) -> list[RequiredPath]:
         configured = under(base, self.image_root)
         return [RequiredPath(configured, "directory", "", "image_root")] if configured else []
+
+
+class ImageCaptionConfig(ImageFilesConfig, CaptionDatasetConfig):
+    """Fields of caption datasets that read image files."""
+
 
 class CocoCaptionConfig(ImageCaptionConfig):
     """COCO captions with the Karpathy splits, in LAVIS' layout under ``root``::

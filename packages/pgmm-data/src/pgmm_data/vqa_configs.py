@@ -9,41 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
-
 from pgmm_core.config.files import RequiredPath
-from pgmm_core.config.sections import ComponentConfig
-from pgmm_core.images import DEFAULT_MAX_IMAGE_PIXELS
-from pgmm_data.configs import under
+from pydantic import Field
+
+from pgmm_data.configs import ImageFilesConfig, under
 
 
-class ImageDatasetConfig(ComponentConfig):
+class ImageDatasetConfig(ImageFilesConfig):
     """Image fields shared by the VQA and conversation datasets (the same as the caption datasets')."""
 
-    image_processor: Literal["blip2_image_train", "blip_image_train"] = Field(
-        "blip2_image_train",
-        description="Train-time image processor (LAVIS names); val/test always use blip_image_eval.",
-    )
-    min_scale: float = Field(0.5, gt=0, le=1, description="RandomResizedCrop smallest area fraction.")
-    max_scale: float = Field(1.0, gt=0, le=1, description="RandomResizedCrop largest area fraction.")
-    max_image_pixels: int = Field(
-        DEFAULT_MAX_IMAGE_PIXELS, gt=0,
-        description="Refuse images with more pixels than this (decompression bombs); they count as bad.",
-    )
-    image_root: str | None = Field(
-        None, description="Directory the annotation's image paths are relative to (default per dataset)."
-    )
     max_samples: int | None = Field(None, gt=0, description="Use only the first N questions / conversations.")
-
-    @model_validator(mode="after")
-    def _check_scales(self) -> ImageDatasetConfig:
-        if self.min_scale > self.max_scale:
-            raise ValueError(f"min_scale {self.min_scale} is larger than max_scale {self.max_scale}")
-        return self
-
-    def _image_root_paths(self, base: Path) -> list[RequiredPath]:
-        configured = under(base, self.image_root)
-        return [RequiredPath(configured, "directory", "", "image_root")] if configured else []
 
 
 class VqaDatasetConfig(ImageDatasetConfig):
