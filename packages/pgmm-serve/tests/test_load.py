@@ -61,8 +61,16 @@ def test_64_requests_from_16_clients_equal_one_by_one_and_16_bad_ones_get_4xx(se
     after = http.request(base, "GET", "/v1/health").json()
     assert after["requests"] - before["requests"] == 64 and after["queued"] == 0
     assert after["largest_batch"] > 1 and after["batches"] - before["batches"] < 64  # batched together
-    lines = [r.getMessage() for r in caplog.records if r.name == "pgmm_serve.requests"]
-    assert len(lines) == 64 + 1 + 80 + 1  # one line per request: one by one, health, mixed, health
+
+    def request_lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "pgmm_serve.requests"]
+
+    expected_lines = 64 + 1 + 80 + 1  # one line per request: one by one, health, mixed, health
+    deadline = time.monotonic() + 10  # a request's line is written once its answer has gone out
+    while len(request_lines()) < expected_lines and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = request_lines()
+    assert len(lines) == expected_lines
     assert sum(" POST /v1/caption 200 " in line for line in lines) == 96
     assert sum(" POST /v1/ask 200 " in line for line in lines) == 32
 

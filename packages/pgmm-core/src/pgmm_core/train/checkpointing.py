@@ -92,11 +92,9 @@ class CheckpointManager:
     def save(self, position: Position) -> Path | None:
         """Save ``position``; returns the checkpoint's path on the writing rank, ``None`` elsewhere."""
         self._refuse_nonfinite_weights(position.global_step)
-        backend = self.strategy.device_backend
-        rng_states = self.strategy.collectives.all_gather_object(backend.to_serializable(rng.capture(backend)))
+        rng_states, rank_states = self._gather_rank_states()
         weights = self.strategy.model_state(self.model)
         optimizer_state = self.strategy.optimizer_state(self.optimizer)
-        rank_states = self._gather_rank_parts()
         failure: CheckpointWriteError | None = None
         path = None
         if self.strategy.is_main:
@@ -114,14 +112,15 @@ class CheckpointManager:
         self.saved_step = position.global_step
         return path
 
-    def _gather_rank_parts(self) -> dict[str, list[dict[str, Any]]]:
-        """Every rank's state of each per-rank part; parts with no state on any rank are left out."""
-        gathered = {}
-        for name, part in self.rank_parts.items():
-            states = self.strategy.collectives.all_gather_object(part.state_dict())
-            if any(states):
-                gathered[name] = states
-        return gathered
+    def _gather_rank_states(self) -> tuple[list[Any], dict[str, list[dict[str, Any]]]]:
+        """Every rank's RNG state and state of each per-rank part (a stream's position), in one
+        collective; parts with no state on any rank are left out."""
+        backend = self.strategy.device_backend
+        mine = {"rng": backend.to_serializable(rng.capture(backend)),
+                "parts": {name: part.state_dict() for name, part in self.rank_parts.items()}}
+        gathered = self.strategy.collectives.all_gather_object(mine)
+        parts = {name: [rank["parts"][name] for rank in gathered] for name in self.rank_parts}
+        return [rank["rng"] for rank in gathered], {name: states for name, states in parts.items() if any(states)}
 
     def _write(self, position: Position, weights: Any, optimizer_state: Any, rng_states: Any,
                rank_states: dict[str, list[dict[str, Any]]]) -> Path:
