@@ -33,7 +33,7 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The full test suite (CPU only, a few minutes on 2 cores)."""
+    """The full test suite (CPU only, about 15 minutes on 2 cores)."""
     # skimage: real photographs; mistral-common: the SentencePiece model of the tokenizer goldens;
     # import-linter: the dependency contracts of pyproject.toml (tests/test_import_contracts.py)
     session.install(*EDITABLE, "pytest>=8", "scikit-image", "mistral-common>=1.13", "import-linter>=2.17")
