@@ -16,6 +16,7 @@ these two check the others, with the same shape, normalisation, seeding, picklin
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 from pgmm_core.testing.contracts.dataset import DatasetContract
@@ -38,15 +39,16 @@ def _same_text(first: dict[str, Any], again: dict[str, Any]) -> None:
             assert value == again[key], f"item[{key!r}] differs between two reads with the same seed"
 
 
-class _ItemFormatContract(DatasetContract):
+class _ItemFormatContract(DatasetContract, ABC):
     """The caption contract's checks that do not read captions, for the other item formats."""
 
+    @abstractmethod
     def _check_train_item(self, index: int, item: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Check one train item of this format."""
 
+    @abstractmethod
     def _check_eval_item(self, index: int, item: dict[str, Any], dataset: Any) -> Any:
         """Check one eval item; return the id that must be unique in the split (None: no such id)."""
-        raise NotImplementedError
 
     def test_train_items(self, component_instance: Any) -> None:
         for index in self._indices(component_instance):
